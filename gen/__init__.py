@@ -1,0 +1,1 @@
+"""gemforge.gen: op specs, variant expansion, rendering, compiler drivers, manifest, tuning."""

@@ -1,0 +1,50 @@
+"""The one helper that runs external tools (glslc, spirv-val, aiecc, ...).
+
+Every failure becomes a ``ToolError`` carrying the command line, the tool's stderr
+and a hint on how to get or fix the tool.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from functools import lru_cache
+
+from gemforge.runtime.errors import ToolError
+
+INSTALL_HINTS = {
+    "glslc": "install it: `sudo apt-get install glslc` on Debian/Ubuntu (or `make setup`)",
+    "spirv-val": "install it: `sudo apt-get install spirv-tools`",
+    "aiecc.py": "install mlir-aie (see README, NPU section)",
+}
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool)
+
+
+def require(tool: str) -> str:
+    path = which(tool)
+    if not path:
+        raise ToolError(f"'{tool}' was not found on PATH", hint=INSTALL_HINTS.get(tool, f"install {tool}"))
+    return path
+
+
+def run_tool(cmd: list[str], *, hint: str | None = None, input: bytes | None = None,
+             timeout: float | None = 600) -> subprocess.CompletedProcess:
+    require(cmd[0])
+    try:
+        proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"{cmd[0]} did not finish within {timeout} s", cmd=cmd, hint=hint) from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
+        raise ToolError(f"{cmd[0]} failed (exit {proc.returncode}):\n  $ {' '.join(cmd)}\n{err}",
+                        cmd=cmd, stderr=err, hint=hint)
+    return proc
+
+
+@lru_cache(maxsize=None)
+def glslc_version() -> str:
+    """The compiler identity that enters every artifact hash."""
+    out = run_tool([require("glslc"), "--version"]).stdout.decode()
+    return " | ".join(line.strip() for line in out.splitlines() if line.strip() and "Target" not in line)

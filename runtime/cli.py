@@ -1,0 +1,110 @@
+"""The `gemforge` command.
+
+Exit codes: 0 success; 1 runtime failure; 2 bad spec/config/usage; 3 missing or failing
+external tool; 4 device problem (none, lost, out of memory, software-only with
+--require-hardware); 5 bad model, tokenizer or prompt; 130 interrupted.
+Output goes to stdout, diagnostics to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import metadata
+
+from .errors import GemforgeError
+
+EXAMPLES = {
+    "kernels": "examples:\n  gemforge kernels            # build every kernel the configured models need\n"
+               "  gemforge kernels --op rmsnorm --jobs 2",
+    "doctor": "examples:\n  gemforge doctor",
+}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("gemforge")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def cmd_kernels(args) -> int:
+    from gemforge.gen.build import build  # the compiler side is only imported for this command
+    build(args.build_dir, jobs=args.jobs, ops=set(args.op) if args.op else None)
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import doctor
+    return doctor(require_hardware=args.require_hardware)
+
+
+COMMANDS = {}
+
+
+def register(name: str, help: str, setup, func, examples: str = ""):
+    COMMANDS[name] = (help, setup, func, examples)
+
+
+def _setup_kernels(p):
+    p.add_argument("--build-dir", default=None, help="where artifacts and manifest.json go (default: build/)")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="parallel compiler processes (default: all cores)")
+    p.add_argument("--op", action="append", help="build only this op (repeatable)")
+    p.add_argument("--target", choices=["vulkan", "npu"], default="vulkan", help="which kernels to build")
+
+
+def _setup_doctor(p):
+    p.add_argument("--require-hardware", action="store_true", help="fail (exit 4) when only a software Vulkan device exists")
+
+
+register("kernels", "render, check and compile every kernel variant; write build/manifest.json", _setup_kernels,
+         cmd_kernels, EXAMPLES["kernels"])
+register("doctor", "list Vulkan devices, compilers, NPU toolchain and build state, with fixes", _setup_doctor,
+         cmd_doctor, EXAMPLES["doctor"])
+
+
+def _load_plugins():
+    # Commands that live in their own modules register themselves when imported.
+    for mod in ("model_cli", "npu_cli", "bench", "tune_cli", "server"):
+        try:
+            __import__(f"gemforge.runtime.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"gemforge.runtime.{mod}":
+                raise
+
+
+def parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    ap = argparse.ArgumentParser(prog="gemforge", description="Gemma 3 on Vulkan GPUs and AMD NPUs, from generated kernels.",
+                                 epilog="exit codes: 0 ok, 1 runtime failure, 2 bad spec/usage, 3 missing tool, "
+                                        "4 device problem, 5 bad model or prompt, 130 interrupted",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"gemforge {_version()}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help, setup, func, examples) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help, epilog=examples,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        setup(p)
+        p.set_defaults(func=func)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GemforgeError as e:
+        print(f"gemforge: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"  fix: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("gemforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Named kernel calls: each op's variant choice, push constants and dispatch size in one place.
+
+``Kernels`` binds a device to a kernel build (the manifest).  Each method records one
+op into a ``Recording``; the model (``model.py``) is written in terms of these calls.
+Weight matrices larger than one device buffer are ``Weight`` objects split by rows;
+the matrix ops dispatch once per part.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gemforge.gen import manifest as mf  # the manifest format: the one thing shared with gen
+
+from . import formats
+from .errors import GemforgeError
+from .paths import build_dir as default_build_dir
+from .vulkan import Buffer, Device, Program, Recording, View
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def groups_2d(n: int, limit: int = 65535) -> tuple[int, int]:
+    """Spread ``n`` workgroups over x and y when n exceeds the per-dimension limit."""
+    if n <= limit:
+        return n, 1
+    y = cdiv(n, limit)
+    return cdiv(n, y), y
+
+
+@dataclass
+class WeightPart:
+    buffer: Buffer
+    row0: int
+    rows: int
+
+
+@dataclass
+class Weight:
+    """A [N, K] weight matrix in a device format, split by rows into buffers that fit the device."""
+    fmt: str
+    N: int
+    K: int
+    parts: list[WeightPart]
+    name: str = ""
+
+    @property
+    def Kp(self) -> int:
+        return formats.round_up(self.K, formats.BLOCK)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.buffer.nbytes for p in self.parts)
+
+
+def upload_weight(device: Device, w: np.ndarray, fmt: str, name: str = "", max_part_bytes: int | None = None) -> Weight:
+    """Pack fp32 ``w`` [N, K] into ``fmt`` and upload it, in as many row-parts as the device needs."""
+    formats.check_format(fmt)
+    N, K = w.shape
+    limit = min(max_part_bytes or device.info.max_buffer_bytes, device.info.max_buffer_bytes)
+    per_row = formats.bytes_per_row(fmt, K)
+    rows_per = max(1, (limit - 64) // per_row)
+    rows_per = rows_per if rows_per >= N else max(4, rows_per // 4 * 4)
+    parts = []
+    for r0 in range(0, N, rows_per):
+        r1 = min(N, r0 + rows_per)
+        words = formats.pack(w[r0:r1], fmt)
+        parts.append(WeightPart(device.upload(words, f"{name}[{r0}:{r1}]"), r0, r1 - r0))
+    return Weight(fmt, N, K, parts, name)
+
+
+class KernelsBase:
+    """Program lookup; the op families add their methods as mixins (kernels_*.py)."""
+
+    def __init__(self, device: Device, build_dir: Path | None = None, manifest: mf.Manifest | None = None):
+        self.device = device
+        self.build_dir = Path(build_dir or default_build_dir())
+        self.manifest = manifest or mf.load(self.build_dir)
+        self._cache: dict[tuple, Program] = {}
+
+    def program(self, op: str, **axes) -> Program:
+        key = (op, tuple(sorted(axes.items())))
+        p = self._cache.get(key)
+        if p is None:
+            art = self.manifest.find(op, tuning_key=self.device.info.key, **axes)
+            p = self._cache[key] = self.device.program(art, self.build_dir)
+        return p
+
+
+class NormOps:
+    # -- norms -------------------------------------------------------------------------------
+    def rmsnorm(self, rec: Recording, x, w, y, rows: int, L: int, eps: float, residual=None) -> None:
+        """y = x / rms(x) * w per row of length L; with ``residual``: y = residual + that."""
+        mode = "add" if residual is not None else "plain"
+        prog = self.program("rmsnorm", mode=mode)
+        bufs = {"x": x, "w": w, "y": y}
+        if residual is not None:
+            bufs["r"] = residual
+        rec.dispatch(prog, bufs, {"rows": rows, "L": L, "eps": eps}, groups_2d(rows))
+
+
+def _mixins():
+    found = []
+    for mod, cls in (("kernels_linear", "LinearOps"), ("kernels_attention", "AttentionOps")):
+        try:
+            m = __import__(f"gemforge.runtime.{mod}", fromlist=[cls])
+        except ModuleNotFoundError as e:
+            if e.name != f"gemforge.runtime.{mod}":
+                raise
+            continue
+        found.append(getattr(m, cls))
+    return tuple(found)
+
+
+class Kernels(NormOps, *_mixins(), KernelsBase):
+    """Every op's kernel call, bound to one device and one kernel build."""

@@ -1,0 +1,56 @@
+"""Shared fixtures: one Vulkan device and one kernel build per test session.
+
+GPU tests run on whatever Vulkan device the machine has (lavapipe in CI). They are
+skipped, with the reason, only when no Vulkan device exists at all.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def build():
+    """Build every kernel once (incremental: about a second when up to date)."""
+    from gemforge.gen.build import build as do_build
+    from gemforge.runtime import paths
+    do_build(paths.build_dir(), log=lambda s: None)
+    return paths.build_dir()
+
+
+@pytest.fixture(scope="session")
+def device():
+    from gemforge.runtime.errors import DeviceError
+    from gemforge.runtime.vulkan import Device
+    try:
+        dev = Device()
+    except DeviceError as e:
+        pytest.skip(f"no Vulkan device on this machine: {e}")
+    print(f"\n[gemforge tests] Vulkan device: {dev.info.describe()}")
+    yield dev
+    dev.close()
+
+
+@pytest.fixture(scope="session")
+def kernels(device, build):
+    from gemforge.runtime.kernels import Kernels
+    return Kernels(device, build)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def assert_close(got, want, tol, what=""):
+    """|got - want| <= tol * max(1, max|want|), elementwise; reports the worst element."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    scale = max(1.0, float(np.abs(want).max()) if want.size else 1.0)
+    err = np.abs(got - want)
+    worst = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else ()
+    assert np.all(np.isfinite(got)), f"{what}: non-finite output"
+    assert err.max(initial=0.0) <= tol * scale, (
+        f"{what}: max error {err.max():.3g} at {worst} (got {got[worst]:.6g}, want {want[worst]:.6g}) "
+        f"exceeds {tol:g} x {scale:.3g}")
