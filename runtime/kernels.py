@@ -57,20 +57,51 @@ class Weight:
         return sum(p.buffer.nbytes for p in self.parts)
 
 
-def upload_weight(device: Device, w: np.ndarray, fmt: str, name: str = "", max_part_bytes: int | None = None) -> Weight:
-    """Pack fp32 ``w`` [N, K] into ``fmt`` and upload it, in as many row-parts as the device needs."""
-    formats.check_format(fmt)
-    N, K = w.shape
+def row_words(fmt: str, K: int) -> tuple[int, int]:
+    """(quant words, scale words) per row of a [N, K] matrix in ``fmt`` (see formats.py)."""
+    Kp = formats.round_up(K, formats.BLOCK)
+    return {"f32": (Kp, 0), "f16": (Kp // 2, 0), "q8_0": (Kp // 4, Kp // 64),
+            "q4_0": (Kp // 8, Kp // 64)}[formats.check_format(fmt)]
+
+
+def upload_packed_weight(device: Device, words: np.ndarray, fmt: str, N: int, K: int, name: str = "",
+                         max_part_bytes: int | None = None) -> Weight:
+    """Upload a matrix already packed in ``fmt`` (formats.pack layout), split by rows to fit the device."""
+    qw, sw = row_words(fmt, K)
+    words = np.asarray(words, dtype=np.uint32).reshape(-1)
+    if words.size != N * (qw + sw):
+        raise GemforgeError(f"weight '{name}': {words.size} words do not hold a [{N}, {K}] {fmt} matrix "
+                            f"({N * (qw + sw)} expected)")
     limit = min(max_part_bytes or device.info.max_buffer_bytes, device.info.max_buffer_bytes)
-    per_row = formats.bytes_per_row(fmt, K)
-    rows_per = max(1, (limit - 64) // per_row)
+    rows_per = max(1, (limit - 64) // (4 * (qw + sw)))
     rows_per = rows_per if rows_per >= N else max(4, rows_per // 4 * 4)
+    quants, scales = words[:N * qw], words[N * qw:]
     parts = []
     for r0 in range(0, N, rows_per):
         r1 = min(N, r0 + rows_per)
-        words = formats.pack(w[r0:r1], fmt)
-        parts.append(WeightPart(device.upload(words, f"{name}[{r0}:{r1}]"), r0, r1 - r0))
+        part = quants[r0 * qw:r1 * qw]
+        if sw:
+            part = np.concatenate([part, scales[r0 * sw:r1 * sw]])
+        parts.append(WeightPart(device.upload(part, f"{name}[{r0}:{r1}]"), r0, r1 - r0))
     return Weight(fmt, N, K, parts, name)
+
+
+def upload_weight(device: Device, w: np.ndarray, fmt: str, name: str = "", max_part_bytes: int | None = None) -> Weight:
+    """Pack fp32 ``w`` [N, K] into ``fmt`` and upload it, in as many row-parts as the device needs."""
+    N, K = w.shape
+    return upload_packed_weight(device, formats.pack(w, fmt), fmt, N, K, name, max_part_bytes)
+
+
+def stack_rows(*ws: Weight, name: str = "") -> Weight:
+    """One logical weight whose rows are ``ws`` one after another (no copy: their parts, renumbered)."""
+    fmt, K = ws[0].fmt, ws[0].K
+    if any(w.fmt != fmt or w.K != K for w in ws):
+        raise GemforgeError("stack_rows needs weights of one format and K")
+    parts, off = [], 0
+    for w in ws:
+        parts += [WeightPart(p.buffer, p.row0 + off, p.rows) for p in w.parts]
+        off += w.N
+    return Weight(fmt, off, K, parts, name)
 
 
 class KernelsBase:

@@ -1,0 +1,211 @@
+"""`gemforge bench`: prefill and decode tokens per second, per-kernel GPU time, bandwidth.
+
+Measures the way llama-bench does (pp = one prompt of N tokens into an empty cache;
+tg = N single-token steps from an empty cache), after a warm-up of real work (a fresh
+GPU may still be at its idle clock).  Reports medians and spread over repetitions,
+per-kernel GPU time of one decode step and one prefill chunk from timestamp queries,
+the weight bytes read per decoded token, and the device's read bandwidth measured
+by gemforge's own Vulkan kernel in the same run.  Writes JSON under bench/results/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .cli import register
+
+EXAMPLES = """examples:
+  gemforge bench --synthetic 270m --weights q8_0
+  gemforge bench --synthetic 27b --weights q4_0 --prompt-tokens 512 --gen-tokens 128 --reps 3
+  gemforge bench --model ~/.cache/gemforge/models/gemma-3-270m-Q4_K_M.gguf --weights f16"""
+
+
+def _git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def read_bandwidth(device, kernels, nbytes: int = 1 << 30, reps: int = 5) -> float:
+    """Bytes per second that the device reads with gemforge's readbw kernel (median of reps)."""
+    nbytes = min(nbytes, device.info.max_buffer_bytes // 16 * 16)
+    src = device.buffer(nbytes, "bw_src")
+    groups = 4096
+    prog = kernels.program("readbw")
+    dst = device.buffer(groups * 64 * 4, "bw_dst")
+    rec = device.record(timestamps=True, label="readbw")
+    rec.dispatch(prog, {"src": src, "dst": dst}, {"n_vec4": nbytes // 16}, (groups, 1, 1))
+    times = []
+    for _ in range(reps + 1):
+        rec.submit()
+        times.append(rec.times()[0][1])
+    rec.destroy()
+    src.destroy()
+    dst.destroy()
+    return nbytes / statistics.median(times[1:])
+
+
+def _profile(rec) -> dict[str, float]:
+    agg: dict[str, float] = defaultdict(float)
+    for name, t in rec.times():
+        agg[name] += t
+    return dict(sorted(agg.items(), key=lambda kv: -kv[1]))
+
+
+def _timed(engine, T: int, head: str):
+    """A timestamped copy of the step for T rows (for the per-kernel profile)."""
+    from .model import Engine  # noqa: F401
+    dev, k = engine.device, engine.k
+    rec = dev.record(timestamps=True, label=f"profile T={T}")
+    k.embed(rec, engine.embed, engine.ids, engine.x, T, engine.embed_scale)
+    engine._layers(rec, T)
+    if head == "argmax":
+        last = engine._row(engine.x, T - 1, engine.cfg.hidden)
+        k.rmsnorm(rec, last, engine.out_norm, engine.xn, 1, engine.cfg.hidden, engine.cfg.eps)
+        k.linear(rec, engine.embed, engine.xn, engine.logits, 1)
+        k.argmax(rec, engine.logits, engine.out_idx, engine.cfg.vocab)
+    return rec
+
+
+def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
+          require_hardware=False, log=print) -> dict:
+    from .kernels import Kernels
+    from .model import Engine
+    from .paths import cache_dir
+    from .vulkan import Device
+    dev = Device(device_index, require_hardware, cache_dir=cache_dir())
+    kern = Kernels(dev)
+    cfg = store.config
+    t0 = time.perf_counter()
+    engine = Engine(dev, kern, store, context=prompt_tokens + gen_tokens + 8)
+    load_s = time.perf_counter() - t0
+    log(f"bench: {cfg.name} {store.fmt} on {dev.info.describe()}; weights uploaded in {load_s:.1f} s")
+    rng = np.random.default_rng(0)
+    prompt = [cfg.bos_id] + rng.integers(3, cfg.vocab, prompt_tokens - 1).tolist()
+
+    def run_prefill() -> float:
+        engine.reset()
+        t = time.perf_counter()
+        engine.prefill(prompt, "argmax")
+        engine.read_argmax()
+        return time.perf_counter() - t
+
+    def run_decode() -> float:
+        engine.reset()
+        tok = cfg.bos_id
+        t = time.perf_counter()
+        for _ in range(gen_tokens):
+            engine.decode(tok, "argmax")
+            tok = engine.read_argmax()
+        return time.perf_counter() - t
+
+    # warm-up: real work until the clocks are up (and every pipeline is built)
+    end = time.perf_counter() + warmup_s
+    run_prefill()
+    run_decode()
+    while time.perf_counter() < end:
+        run_prefill()
+    pp = [prompt_tokens / run_prefill() for _ in range(reps)]
+    tg = [gen_tokens / run_decode() for _ in range(reps)]
+
+    # per-kernel profile: one decode step at a short context, one full prefill chunk
+    engine.reset()
+    engine.ctrl.write(np.asarray([16], np.uint32))
+    rec = _timed(engine, 1, "argmax")
+    rec.submit()
+    rec.submit()
+    decode_prof = _profile(rec)
+    rec.destroy()
+    rec = _timed(engine, min(256, prompt_tokens), "none")
+    rec.submit()
+    rec.submit()
+    prefill_prof = _profile(rec)
+    rec.destroy()
+
+    weight_bytes = sum(w.nbytes for L in engine.layers for w in (L.wq, L.wk, L.wv, L.wo, L.w_gate_up, L.w_down))
+    head_bytes = engine.embed.nbytes
+    per_token = weight_bytes + head_bytes
+    bw = read_bandwidth(dev, kern)
+    med_tg = statistics.median(tg)
+    res = {
+        "model": cfg.name, "weights": store.fmt, "source": str(store.path),
+        "device": dev.info.name, "device_type": dev.info.describe(), "hardware": not dev.info.is_software,
+        "driver": dev.info.driver, "vulkan": dev.info.api_version,
+        "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "reps": reps, "warmup_s": warmup_s,
+        "prefill_tok_s": {"median": statistics.median(pp), "min": min(pp), "max": max(pp), "samples": pp},
+        "decode_tok_s": {"median": med_tg, "min": min(tg), "max": max(tg), "samples": tg},
+        "bytes_per_token": per_token, "read_bandwidth_gb_s": bw / 1e9,
+        "decode_bandwidth_fraction": per_token * med_tg / bw,
+        "decode_limit_tok_s": bw / per_token,
+        "gpu_ms_decode_step": 1e3 * sum(decode_prof.values()),
+        "gpu_ms_prefill_chunk": 1e3 * sum(prefill_prof.values()),
+        "profile_decode_ms": {k: 1e3 * v for k, v in decode_prof.items()},
+        "profile_prefill_chunk_ms": {k: 1e3 * v for k, v in prefill_prof.items()},
+        "dispatches_per_decode_step": len(engine._step(1, "argmax").names),
+        "git": _git_rev(), "command": " ".join(["gemforge"] + sys.argv[1:]),
+    }
+    dev.close()
+    return res
+
+
+def table(results: list[dict]) -> str:
+    rows = [f"{'model':<12} {'weights':<7} {'prefill tok/s':>14} {'decode tok/s':>13} {'limit':>8} {'of BW':>6}  device"]
+    for r in results:
+        rows.append(f"{r['model']:<12} {r['weights']:<7} {r['prefill_tok_s']['median']:>14.0f} "
+                    f"{r['decode_tok_s']['median']:>13.1f} {r['decode_limit_tok_s']:>8.0f} "
+                    f"{100 * r['decode_bandwidth_fraction']:>5.0f}%  {r['device']}")
+    return "\n".join(rows)
+
+
+def cmd_bench(args) -> int:
+    from .errors import GemforgeError
+    if bool(args.model) == bool(args.synthetic):
+        raise GemforgeError("give exactly one of --model PATH.gguf or --synthetic SIZE")
+    results = []
+    for w in args.weights.split(","):
+        if args.synthetic:
+            from .synthetic import SyntheticStore
+            store = SyntheticStore(args.synthetic, w)
+        else:
+            from .gguf_loader import load_weights
+            store = load_weights(Path(args.model), w)
+        results.append(bench(store, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, reps=args.reps,
+                             warmup_s=args.warmup_s, device_index=args.device, require_hardware=args.require_hardware,
+                             log=lambda s: print(s, file=sys.stderr)))
+        r = results[-1]
+        top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["profile_decode_ms"].items())[:6])
+        print(f"  decode step {r['gpu_ms_decode_step']:.3f} ms GPU in {r['dispatches_per_decode_step']} dispatches: {top}",
+              file=sys.stderr)
+    print(table(results))
+    out = Path(args.out) if args.out else Path("bench/results") / (
+        f"{time.strftime('%Y%m%d-%H%M%S')}-{results[0]['model']}-{results[0]['device'].replace(' ', '_')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"results: {out}", file=sys.stderr)
+    return 0
+
+
+def _setup(p):
+    p.add_argument("--model", help="a Gemma 3 GGUF")
+    p.add_argument("--synthetic", choices=["270m", "1b", "4b", "12b", "27b"], help="random weights of this shape")
+    p.add_argument("--weights", default="q8_0", help="format(s), comma-separated: f32,f16,q8_0,q4_0")
+    p.add_argument("--prompt-tokens", type=int, default=512)
+    p.add_argument("--gen-tokens", type=int, default=128)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup-s", type=float, default=3.0)
+    p.add_argument("--device", type=int, default=None)
+    p.add_argument("--require-hardware", action="store_true")
+    p.add_argument("--out", help="JSON file (default bench/results/<time>-<model>-<device>.json)")
+
+
+register("bench", "measure prefill/decode tok/s, per-kernel GPU time and bandwidth", _setup, cmd_bench, EXAMPLES)

@@ -1,0 +1,402 @@
+"""Gemma 3 on a Vulkan device, written to read like the math in GEMMA3.md.
+
+    x   = embed(ids) * sqrt(hidden)
+    per layer:  h   = x + post_attn_norm(W_o attn(rope(q_norm(W_q n)), rope(k_norm(W_k n)), W_v n))   n = input_norm(x)
+                out = h + post_ffn_norm(W_down geglu(W_gate h', W_up h'))                               h' = pre_ffn_norm(h)
+    logits = embed.T final_norm(x)
+
+The residual stream and all norms are fp32; weights are in the chosen format.  Prefill
+runs in chunks of at most 256 rows (the kernels pick the smallest bucket that fits);
+a decode step is one command buffer, recorded once and submitted once per token,
+with the position and the token id in small host-visible buffers.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import GemforgeError, ModelError
+from .kernels import Kernels, Weight, stack_rows, upload_packed_weight
+from .sampling import Sampler, SamplingParams
+from .vulkan import Buffer, Device, Recording, View
+
+MAX_CHUNK = 256          # the largest prefill bucket
+LOGIT_ROWS = 8           # rows of full logits computed per submit by Model.logits
+DEFAULT_CONTEXT = 8192   # the KV cache length unless --context says otherwise (up to the model's limit)
+
+
+@dataclass
+class Layer:
+    attn_norm: Buffer
+    wq: Weight
+    wk: Weight
+    wv: Weight
+    wo: Weight
+    q_norm: Buffer
+    k_norm: Buffer
+    post_attn_norm: Buffer
+    ffn_norm: Buffer
+    w_gate_up: Weight       # gate rows then up rows: one [2F, H] matrix
+    w_down: Weight
+    post_ffn_norm: Buffer
+    kcache: Buffer
+    vcache: Buffer
+    cache_len: int          # C: context for global layers, window + MAX_CHUNK for sliding ones
+    window: int             # 0 for global layers
+    rope_base: float
+    rope_scale: float
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    finish_reason: str = ""
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        # the first generated token comes from the prefill's logits; decode steps make the rest
+        steps = max(0, self.generated_tokens - 1)
+        return steps / self.decode_s if self.decode_s else 0.0
+
+
+class Engine:
+    """The model's weights, activations and KV cache on one device, and the recorded steps."""
+
+    def __init__(self, device: Device, kernels: Kernels, store, context: int, progress=None):
+        cfg: ModelConfig = store.config
+        self.cfg, self.device, self.k = cfg, device, kernels
+        self.context = context
+        H, D = cfg.hidden, cfg.head_dim
+        self.fmt = store.fmt
+
+        def mat(name):
+            words, N, K = store.matrix(name)
+            return upload_packed_weight(device, words, self.fmt, N, K, name)
+
+        def vec(name):
+            return device.upload(np.asarray(store.vector(name), np.float32), name)
+
+        self.embed = mat("token_embd.weight")
+        self.out_norm = vec("output_norm.weight")
+        self.layers: list[Layer] = []
+        for i in range(cfg.layers):
+            p = f"blk.{i}."
+            glob = cfg.is_global(i)
+            C = context if glob else min(context, cfg.window + MAX_CHUNK)
+            kv_bytes = C * cfg.kv_dim * 4
+            gate, up = mat(p + "ffn_gate.weight"), mat(p + "ffn_up.weight")
+            self.layers.append(Layer(
+                attn_norm=vec(p + "attn_norm.weight"), wq=mat(p + "attn_q.weight"), wk=mat(p + "attn_k.weight"),
+                wv=mat(p + "attn_v.weight"), wo=mat(p + "attn_output.weight"), q_norm=vec(p + "attn_q_norm.weight"),
+                k_norm=vec(p + "attn_k_norm.weight"), post_attn_norm=vec(p + "post_attention_norm.weight"),
+                ffn_norm=vec(p + "ffn_norm.weight"), w_gate_up=stack_rows(gate, up, name=p + "ffn_gate_up"),
+                w_down=mat(p + "ffn_down.weight"), post_ffn_norm=vec(p + "post_ffw_norm.weight"),
+                kcache=device.buffer(kv_bytes, p + "kcache"), vcache=device.buffer(kv_bytes, p + "vcache"),
+                cache_len=C, window=0 if glob else cfg.window,
+                rope_base=cfg.rope_global_base if glob else cfg.rope_local_base,
+                rope_scale=cfg.rope_global_scale if glob else 1.0))
+            if progress:
+                progress(i + 1, cfg.layers)
+        T = MAX_CHUNK
+        f32 = 4
+        buf = device.buffer
+        self.x = buf(T * H * f32, "x")
+        self.h = buf(T * H * f32, "h")
+        self.xn = buf(T * H * f32, "xn")
+        self.q = buf(T * cfg.q_dim * f32, "q")
+        self.qn = buf(T * cfg.q_dim * f32, "qn")
+        self.kk = buf(T * cfg.kv_dim * f32, "k")
+        self.kn = buf(T * cfg.kv_dim * f32, "kn")
+        self.v = buf(T * cfg.kv_dim * f32, "v")
+        self.attn = buf(T * cfg.q_dim * f32, "attn")
+        self.o = buf(T * H * f32, "o")
+        self.gu = buf(T * 2 * cfg.ffn * f32, "gate_up")
+        self.act = buf(T * cfg.ffn * f32, "act")
+        self.down = buf(T * H * f32, "down")
+        self.ids = buf(T * 4, "ids", host=True)
+        self.ctrl = buf(64, "ctrl", host=True)
+        self.logits = buf(cfg.vocab * f32, "logits", host=True)
+        self.rows_logits = buf(LOGIT_ROWS * cfg.vocab * f32, "rows_logits")
+        self.out_idx = buf(64 * 4, "out_idx", host=True)
+        self.topk_vals = buf(64 * 4, "topk_vals", host=True)
+        self.pos = 0                      # tokens in the KV cache
+        self._steps: dict[tuple, Recording] = {}
+        self.embed_scale = float(np.float32(math.sqrt(H)))
+        self.attn_scale = float(cfg.query_pre_attn_scalar) ** -0.5
+
+    # -- recording ------------------------------------------------------------------------
+    def _row(self, b: Buffer, row: int, width: int) -> View:
+        return View(b, row * width * 4, width * 4)
+
+    def _layers(self, rec: Recording, T: int) -> None:
+        cfg, k = self.cfg, self.k
+        H, D, Hq, Hkv = cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
+        for L in self.layers:
+            k.rmsnorm(rec, self.x, L.attn_norm, self.xn, T, H, cfg.eps)
+            k.linear(rec, L.wq, self.xn, self.q, T)
+            k.linear(rec, L.wk, self.xn, self.kk, T)
+            k.linear(rec, L.wv, self.xn, self.v, T)
+            k.rmsnorm(rec, self.q, L.q_norm, self.qn, T * Hq, D, cfg.eps)
+            k.rmsnorm(rec, self.kk, L.k_norm, self.kn, T * Hkv, D, cfg.eps)
+            k.rope(rec, self.qn, self.ctrl, T, Hq, D, L.rope_base, L.rope_scale)
+            k.rope(rec, self.kn, self.ctrl, T, Hkv, D, L.rope_base, L.rope_scale)
+            k.kv_write(rec, self.kn, L.kcache, self.ctrl, T, L.cache_len, cfg.kv_dim)
+            k.kv_write(rec, self.v, L.vcache, self.ctrl, T, L.cache_len, cfg.kv_dim)
+            k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, self.ctrl, T, Hq, Hkv, D, L.cache_len,
+                        L.window, self.attn_scale)
+            k.linear(rec, L.wo, self.attn, self.o, T)
+            k.rmsnorm(rec, self.o, L.post_attn_norm, self.h, T, H, cfg.eps, residual=self.x)
+            k.rmsnorm(rec, self.h, L.ffn_norm, self.xn, T, H, cfg.eps)
+            k.linear(rec, L.w_gate_up, self.xn, self.gu, T)
+            k.geglu(rec, self.gu, self.act, T, cfg.ffn)
+            k.linear(rec, L.w_down, self.act, self.down, T)
+            k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h)
+
+    def _step(self, T: int, head: str, topk: int = 0) -> Recording:
+        """The recorded step for T rows. head: 'argmax' | 'topk' | 'logits' (last row) | 'none'."""
+        key = (T, head, topk)
+        rec = self._steps.get(key)
+        if rec is not None:
+            return rec
+        cfg, k = self.cfg, self.k
+        H = cfg.hidden
+        rec = self.device.record(label=f"step T={T} {head}")
+        k.embed(rec, self.embed, self.ids, self.x, T, self.embed_scale)
+        self._layers(rec, T)
+        if head != "none":
+            last = self._row(self.x, T - 1, H)
+            k.rmsnorm(rec, last, self.out_norm, self.xn, 1, H, cfg.eps)
+            k.linear(rec, self.embed, self.xn, self.logits, 1)
+            if head == "argmax":
+                k.argmax(rec, self.logits, self.out_idx, cfg.vocab)
+            elif head == "topk":
+                k.topk(rec, self.logits, self.topk_vals, self.out_idx, cfg.vocab, topk)
+        rec.finish()
+        if len(self._steps) > 16:   # keep the decode step and a few prefill shapes
+            for old in [x for x in self._steps if x[0] != 1][:4]:
+                self._steps.pop(old).destroy()
+        self._steps[key] = rec
+        return rec
+
+    def _run(self, ids: Sequence[int], head: str, topk: int = 0) -> None:
+        T = len(ids)
+        if self.pos + T > self.context:
+            raise ModelError(f"the context is full: {self.pos} + {T} tokens exceed the {self.context}-token context",
+                             "start a new conversation or raise --context")
+        self.ids.write(np.asarray(ids, np.uint32))
+        self.ctrl.write(np.asarray([self.pos], np.uint32))
+        self._step(T, head, topk).submit()
+        self.pos += T
+
+    # -- public steps -------------------------------------------------------------------------
+    def prefill(self, ids: Sequence[int], head: str = "argmax", topk: int = 0) -> None:
+        """Run ``ids`` through the model from the current position, in chunks of up to 256."""
+        for s in range(0, len(ids), MAX_CHUNK):
+            chunk = ids[s:s + MAX_CHUNK]
+            last = s + MAX_CHUNK >= len(ids)
+            self._run(chunk, head if last else "none", topk)
+
+    def decode(self, token: int, head: str = "argmax", topk: int = 0) -> None:
+        self._run([token], head, topk)
+
+    def read_argmax(self) -> int:
+        return int(self.out_idx.read(np.uint32, 1)[0])
+
+    def read_topk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.topk_vals.read(np.float32, k), self.out_idx.read(np.uint32, k)
+
+    def read_logits(self) -> np.ndarray:
+        return self.logits.read(np.float32, self.cfg.vocab)
+
+    def all_logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits at every position of ``ids`` (from the current position): [len(ids), vocab]."""
+        cfg, k = self.cfg, self.k
+        H, V = cfg.hidden, cfg.vocab
+        out = np.empty((len(ids), V), np.float32)
+        for s in range(0, len(ids), MAX_CHUNK):
+            chunk = ids[s:s + MAX_CHUNK]
+            T = len(chunk)
+            self._run(chunk, "none")
+            for r in range(0, T, LOGIT_ROWS):
+                n = min(LOGIT_ROWS, T - r)
+                rec = self.device.record(label="logits rows")
+                k.rmsnorm(rec, self._row(self.x, r, H), self.out_norm, self.xn, n, H, cfg.eps)
+                k.linear(rec, self.embed, self.xn, self.rows_logits, n)
+                rec.submit()
+                out[s + r:s + r + n] = self.rows_logits.read(np.float32, n * V).reshape(n, V)
+                rec.destroy()
+        return out
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+def _stop_at(text: str, stops: Sequence[str]) -> int | None:
+    idx = [text.find(s) for s in stops if s and s in text]
+    return min(idx) if idx else None
+
+
+class Model:
+    """``Model.load(...)``, then ``generate(prompt)`` (yields text pieces) or ``logits(ids)``."""
+
+    def __init__(self, engine: Engine, tokenizer, store, device: Device, placement: str = "vulkan"):
+        self.engine, self.tokenizer, self.store, self.device = engine, tokenizer, store, device
+        self.config: ModelConfig = engine.cfg
+        self.placement = placement
+        self.stats = Stats()
+        self._history: list[int] = []     # the tokens in the KV cache, for chat reuse
+        self.last_tokens: list[int] = []
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, weights: str = "q8_0", *, device: int | None = None,
+             require_hardware: bool = False, context: int | None = None, placement: str = "vulkan",
+             build_dir: Path | None = None, progress=None) -> "Model":
+        from . import formats
+        from .gguf_loader import load_weights
+        from .model_store import default_model_path
+        from .paths import cache_dir
+        from .tokenizer import load_tokenizer
+        formats.check_format(weights)
+        if placement != "vulkan":
+            from .placement import check_placement
+            check_placement(placement)
+        path = Path(model) if model else default_model_path()
+        store = load_weights(path, weights)
+        cfg = store.config
+        ctx = context or min(cfg.context, DEFAULT_CONTEXT)
+        if not 1 <= ctx <= cfg.context:
+            raise ModelError(f"--context {ctx} is outside 1..{cfg.context}, the limit of {cfg.name}")
+        tok = load_tokenizer(path)
+        dev = Device(device, require_hardware, cache_dir=cache_dir())
+        kern = Kernels(dev, build_dir)
+        engine = Engine(dev, kern, store, ctx, progress)
+        return cls(engine, tok, store, dev, placement)
+
+    # -- information ----------------------------------------------------------------------
+    @property
+    def device_summary(self) -> str:
+        i = self.device.info
+        return f"{i.name} ({'hardware' if not i.is_software else 'software rasterizer'})"
+
+    def placement_summary(self) -> str:
+        return f"placement {self.placement}: every op on {self.device_summary}"
+
+    # -- API --------------------------------------------------------------------------------
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits [T, vocab] at every position of ``token_ids`` (a fresh context)."""
+        if not len(token_ids):
+            raise ModelError("logits() needs at least one token")
+        self.engine.reset()
+        self._history = []
+        return self.engine.all_logits(list(token_ids))
+
+    def encode_chat(self, turns: Sequence[tuple[str, str]]) -> list[int]:
+        """Gemma chat format for (role, text) turns, ending with the model's turn opener."""
+        text = "".join(f"<start_of_turn>{'model' if r == 'model' else 'user'}\n{t}<end_of_turn>\n" for r, t in turns)
+        return self.tokenizer.encode(text + "<start_of_turn>model\n", add_bos=True)
+
+    def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
+                 stop: Sequence[str] = (), reuse_cache: bool = False) -> Iterator[str]:
+        """Yield the generated text piece by piece.  ``reuse_cache``: ``prompt`` (token ids) continues
+        the tokens already in the KV cache if it starts with them (chat), else the cache is reset."""
+        params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed)
+        if max_tokens < 1:
+            raise ModelError(f"max_tokens must be >= 1, got {max_tokens}")
+        ids = self.tokenizer.encode(prompt, add_bos=True) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if isinstance(prompt, str) and not prompt:
+            raise ModelError("the prompt is empty", "give some text with --prompt")
+        if not ids:
+            raise ModelError("the prompt has no tokens")
+        eng, cfg = self.engine, self.config
+        if len(ids) >= eng.context:
+            raise ModelError(f"the prompt has {len(ids)} tokens; the context holds {eng.context}",
+                             f"shorten the prompt or raise --context (at most {cfg.context} for {cfg.name})")
+        start = 0
+        if reuse_cache and self._history and ids[:len(self._history)] == self._history:
+            start = len(self._history)
+        else:
+            eng.reset()
+            self._history = []
+        sampler = Sampler(params)
+        k = params.gpu_candidates
+        head = "argmax" if params.greedy else ("topk" if k else "logits")
+        stats = self.stats = Stats(prompt_tokens=len(ids) - start)
+        self.last_tokens: list[int] = []   # the generated token ids (stop tokens excluded)
+        stop_ids = {cfg.eos_id, cfg.end_of_turn_id}
+        history = list(ids)
+
+        def pick() -> int:
+            if head == "argmax":
+                return eng.read_argmax()
+            if head == "topk":
+                vals, idx = eng.read_topk(k)
+                return sampler.pick(vals, idx, history)
+            return sampler.pick(eng.read_logits(), None, history)
+
+        t0 = time.perf_counter()
+        new = ids[start:]
+        if new:
+            eng.prefill(new, head, k)
+        else:   # everything is cached already: recompute the last token to get its logits
+            eng.pos -= 1
+            eng.decode(ids[-1], head, k)
+        stats.prefill_s = time.perf_counter() - t0
+        self._history = list(ids)   # exactly the tokens in the KV cache
+        decoder = self.tokenizer.stream_decoder()
+        text = ""
+        emitted = 0
+        hold = max((len(s) for s in stop), default=0)
+        t1 = time.perf_counter()
+        tok = pick()
+        reason = "length"
+        while True:
+            if tok in stop_ids:
+                reason = "stop"
+                break
+            stats.generated_tokens += 1
+            history.append(tok)
+            self.last_tokens.append(tok)
+            text += decoder.step(tok)
+            cut = _stop_at(text, stop)
+            if cut is not None:
+                if cut > emitted:
+                    yield text[emitted:cut]
+                emitted = cut
+                reason = "stop"
+                break
+            safe = len(text) - (hold - 1 if hold else 0)
+            if safe > emitted:
+                yield text[emitted:safe]
+                emitted = safe
+            if stats.generated_tokens >= max_tokens:
+                break
+            if eng.pos + 1 > eng.context:
+                reason = "context"
+                break
+            eng.decode(tok, head, k)
+            self._history.append(tok)
+            tok = pick()
+        tail = decoder.flush() if hasattr(decoder, "flush") else ""
+        text += tail
+        if reason != "stop" or _stop_at(text, stop) is None:
+            if len(text) > emitted:
+                yield text[emitted:]
+        stats.decode_s = time.perf_counter() - t1
+        stats.finish_reason = reason
+
+    def close(self) -> None:
+        self.device.close()
