@@ -1,12 +1,16 @@
 """`gemforge kernels`: render every variant the configured models need, compile, write the manifest.
 
 Incremental: an artifact whose content hash (template sources, spec, variant values,
-tuning entry, compiler version) is unchanged and whose file is intact is not rebuilt.
+tuning entry, compiler version and flags, rendered source) is unchanged and whose file
+is intact is not rebuilt.
 Atomic: each artifact is compiled to a temporary file and renamed into place; a
-failure leaves no partial artifact and a manifest that lists only complete ones.
+failure leaves no partial artifact and a manifest that lists only complete ones (the
+failed variant's rendered source stays in ``src/`` for inspection).
+One build at a time per build directory (an advisory lock on ``<build>/.lock``).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -14,6 +18,7 @@ import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,14 +27,15 @@ import yaml
 
 from gemforge.runtime import paths
 from gemforge.runtime.config import model_configs
-from gemforge.runtime.errors import SpecError, ToolError
+from gemforge.runtime.errors import GemforgeError, SpecError, ToolError
 
 from . import manifest as mf
 from .render import environment, render, template_sources
 from .spec import OpSpec, Variant, expand, load_specs
 from .tools import glslc_version, require, run_tool
 
-HASH_VERSION = 1
+HASH_VERSION = 2
+GLSLC_FLAGS = ("-fshader-stage=compute", "--target-env=vulkan1.2", "-O")
 
 
 @dataclass
@@ -83,21 +89,38 @@ def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str,
         tsrc = template_sources(template_dir, spec.template, env)
         spec_json = json.dumps(spec.raw, sort_keys=True, default=str)
         variants = list(expand(spec, mv))
+        by_name = {v.name: v for v in variants}
         for key, entries in (tuning or {}).items():
             for art_name, overrides in (entries.get(spec.op) or {}).items():
-                base = [v for v in expand(spec, mv) if v.name == art_name]
-                for v in base:
-                    variants.extend(x for x in expand(spec, mv, overrides, key) if x.axes == v.axes)
+                base = by_name.get(art_name)
+                if base is None:
+                    raise SpecError(f"tuning '{key}': op '{spec.op}' has no artifact '{art_name}' to tune",
+                                    f"its artifacts: {', '.join(by_name)}; remove or rename the entry")
+                variants.extend(x for x in expand(spec, mv, overrides, key) if x.axes == base.axes)
         for v in variants:
             src = render(v, template_dir, env)
-            h = hashlib.sha256(json.dumps([HASH_VERSION, tsrc, spec_json, sorted(v.values.items()), v.tuning_key,
-                                           compiler], default=str).encode()).hexdigest()
-            out.append(Planned(v, src, h))
+            out.append(Planned(v, src, content_hash(tsrc, spec_json, v, compiler, src)))
     names = [p.name for p in out]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise SpecError(f"two variants share the artifact name(s) {sorted(dup)}", "make the spec's 'name' mention every axis")
     return out
+
+
+def content_hash(template_sources: list[tuple[str, str]], spec_json: str, variant: Variant, compiler: str,
+                 source: str) -> str:
+    """sha256 over an explicit record of everything that determines an artifact (tinygrad-style)."""
+    key = {
+        "version": HASH_VERSION,
+        "templates": template_sources,          # the template and every file it includes
+        "spec": spec_json,
+        "values": sorted(variant.values.items()),  # axes and params, tuning overrides included
+        "tuning_key": variant.tuning_key,
+        "compiler": compiler,
+        "flags": GLSLC_FLAGS,
+        "source": source,                       # covers changes of the generator itself
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
 _LOCAL = re.compile(r"local_size_([xyz])\s*=\s*(\d+)")
@@ -124,7 +147,7 @@ def _artifact(p: Planned, file: str, source: str) -> mf.Artifact:
 def compile_glsl(src_path: Path, out_path: Path) -> None:
     """glslc a rendered compute shader into ``out_path`` atomically."""
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    cmd = [require("glslc"), "-fshader-stage=compute", "--target-env=vulkan1.2", "-O", "-o", str(tmp), str(src_path)]
+    cmd = [require("glslc"), *GLSLC_FLAGS, "-o", str(tmp), str(src_path)]
     try:
         run_tool(cmd, hint=f"the rendered source is {src_path}; fix its template")
         os.replace(tmp, out_path)
@@ -133,26 +156,61 @@ def compile_glsl(src_path: Path, out_path: Path) -> None:
             tmp.unlink()
 
 
-def build(build_dir: Path | None = None, *, jobs: int | None = None, ops: set[str] | None = None,
-          log: Callable[[str], None] | None = None, progress: Callable[[int, int], None] | None = None) -> mf.Manifest:
+@contextmanager
+def _locked(build_dir: Path):
+    """Serialize builds into one directory (two at once would prune each other's files)."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _previous(build_dir: Path) -> mf.Manifest:
+    """The last build's manifest, or an empty one when there is none or it is unreadable (full rebuild)."""
+    try:
+        return mf.load(build_dir)
+    except (GemforgeError, KeyError, TypeError, ValueError):
+        return mf.Manifest()
+
+
+def build(build_dir: Path | None = None, *, configs_dir: Path | None = None, templates_dir: Path | None = None,
+          jobs: int | None = None, ops: set[str] | None = None, log: Callable[[str], None] | None = None,
+          progress: Callable[[int, int], None] | None = None) -> mf.Manifest:
+    """Build every Vulkan kernel into ``build_dir`` (default ``paths.build_dir()``).
+
+    ``configs_dir`` (with ``ops/``, ``models/``, optional ``tuning/``) and ``templates_dir`` (with
+    ``glsl/``) default to the installed package data; tests point them at a temporary copy.
+    ``progress(done, total)`` is called after each compiled variant.
+    """
     build_dir = Path(build_dir or paths.build_dir())
+    configs_dir = Path(configs_dir or paths.configs_dir())
     log = log or (lambda s: print(s, file=sys.stderr))
     t0 = time.perf_counter()
-    tdir = paths.templates_dir() / "glsl"
-    specs = load_specs(paths.configs_dir() / "ops", tdir)
-    models = model_configs()
+    tdir = Path(templates_dir or paths.templates_dir()) / "glsl"
+    specs = load_specs(configs_dir / "ops", tdir)
+    if ops and ops - set(specs):
+        raise SpecError(f"no op named {', '.join(sorted(ops - set(specs)))} in {configs_dir / 'ops'}",
+                        f"known ops: {', '.join(specs)}")
+    models = model_configs(configs_dir / "models")
     compiler = glslc_version()
-    tuning = load_tuning(paths.configs_dir() / "tuning", specs)
+    tuning = load_tuning(configs_dir / "tuning", specs)
     planned = plan(specs, models, tdir, compiler, tuning, ops)
+    with _locked(build_dir):
+        manifest, compiled = _compile_all(planned, build_dir, _previous(build_dir), compiler, sorted(models),
+                                          jobs, ops, progress)
+    log(f"kernels: {len(planned)} variants, {compiled} compiled, {len(planned) - compiled} up to date "
+        f"({time.perf_counter() - t0:.1f} s) -> {build_dir / mf.MANIFEST_NAME}")
+    return manifest
 
-    try:
-        old = mf.load(build_dir)
-    except Exception:
-        old = mf.Manifest()
+
+def _compile_all(planned: list[Planned], build_dir: Path, old: mf.Manifest, compiler: str, models: list[str],
+                 jobs: int | None, ops: set[str] | None, progress) -> tuple[mf.Manifest, int]:
     (build_dir / "spirv").mkdir(parents=True, exist_ok=True)
     (build_dir / "src").mkdir(parents=True, exist_ok=True)
-
-    manifest = mf.Manifest(compiler=compiler, models=sorted(models))
+    manifest = mf.Manifest(compiler=compiler, models=models)
     todo: list[Planned] = []
     for p in planned:
         file, source = f"spirv/{p.name}.spv", f"src/{p.name}.comp"
@@ -162,41 +220,38 @@ def build(build_dir: Path | None = None, *, jobs: int | None = None, ops: set[st
         else:
             todo.append(p)
 
-    failures: list[ToolError] = []
-    done = 0
-
-    def one(p: Planned):
+    def one(p: Planned) -> mf.Artifact:
         src_path = build_dir / f"src/{p.name}.comp"
         mf.atomic_write(src_path, p.source.encode())
         compile_glsl(src_path, build_dir / f"spirv/{p.name}.spv")
         return _artifact(p, f"spirv/{p.name}.spv", f"src/{p.name}.comp")
 
+    failures: list[tuple[Planned, ToolError]] = []
     if todo:
         with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
             futures = [(p, pool.submit(one, p)) for p in todo]
-            for p, fut in futures:
+            for done, (p, fut) in enumerate(futures, 1):
                 try:
                     manifest.artifacts[p.name] = fut.result()
                 except ToolError as e:
-                    failures.append(e)
-                done += 1
+                    failures.append((p, e))
                 if progress:
                     progress(done, len(todo))
     if ops:  # a partial build keeps the other ops' artifacts
         for name, a in old.artifacts.items():
             if a.op not in ops and name not in manifest.artifacts:
                 manifest.artifacts[name] = a
-    else:
-        keep = {f for a in manifest.artifacts.values() for f in (a.file, a.source)}
-        for sub in ("spirv", "src"):
-            for f in (build_dir / sub).iterdir():
-                if f"{sub}/{f.name}" not in keep:
-                    f.unlink()
+    keep = {f for a in manifest.artifacts.values() for f in (a.file, a.source)}
+    keep |= {f"src/{p.name}.comp" for p, _ in failures}  # the failed sources, for the error message
+    for sub in ("spirv", "src"):  # stale artifacts, failed variants' old files, leftover temp files
+        for f in (build_dir / sub).iterdir():
+            if f"{sub}/{f.name}" not in keep:
+                f.unlink()
     mf.save(manifest, build_dir)
     if failures:
-        more = f"\n(and {len(failures) - 1} more failures)" if len(failures) > 1 else ""
-        raise ToolError(failures[0].message + more, cmd=failures[0].cmd, stderr=failures[0].stderr,
-                        hint=failures[0].hint)
-    log(f"kernels: {len(planned)} variants, {len(todo)} compiled, {len(planned) - len(todo)} up to date "
-        f"({time.perf_counter() - t0:.1f} s) -> {build_dir / mf.MANIFEST_NAME}")
-    return manifest
+        p, e = failures[0]
+        more = f"\n(and {len(failures) - 1} more failing variants: {', '.join(q.name for q, _ in failures[1:])})" \
+            if len(failures) > 1 else ""
+        raise ToolError(f"kernel {p.name} does not compile: {e.message}{more}", cmd=e.cmd, stderr=e.stderr,
+                        hint=e.hint)
+    return manifest, len(todo)

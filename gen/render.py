@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jinja2
+from jinja2 import meta
 
 from gemforge.runtime.errors import SpecError
 
@@ -36,16 +37,22 @@ def template_sources(template_dir: Path, name: str, env: jinja2.Environment | No
     """The template and every file it includes/imports (for content hashing), sorted by name."""
     env = env or environment(template_dir)
     seen: dict[str, str] = {}
-    todo = [name]
+    todo = [(name, None)]
     while todo:
-        n = todo.pop()
+        n, parent = todo.pop()
         if n in seen:
             continue
-        src = (template_dir / n).read_text()
+        try:
+            src = (template_dir / n).read_text()
+        except OSError as e:
+            by = f" (included by {parent})" if parent else ""
+            raise SpecError(f"{template_dir / n}: cannot read template{by}: {e.strerror}") from None
         seen[n] = src
-        ast = env.parse(src)
-        from jinja2 import meta
-        todo.extend(t for t in meta.find_referenced_templates(ast) if t)
+        try:
+            ast = env.parse(src, n, str(template_dir / n))
+        except jinja2.TemplateSyntaxError as e:
+            raise SpecError(f"{template_dir / n}:{e.lineno}: template syntax error: {e.message}") from None
+        todo.extend((t, n) for t in meta.find_referenced_templates(ast) if t)
     return sorted(seen.items())
 
 
@@ -90,8 +97,25 @@ def render(variant: Variant, template_dir: Path, env: jinja2.Environment | None 
                         f"(variant {variant.name})", "declare it as an axis or param in the spec") from None
     except jinja2.TemplateSyntaxError as e:
         raise SpecError(f"{template_dir / (e.name or spec.template)}:{e.lineno}: template syntax error: {e.message}") from None
+    except jinja2.TemplateNotFound as e:
+        raise SpecError(f"{spec.path}: op '{spec.op}', template {spec.template}: no template {e.name!r} in "
+                        f"{template_dir}", "create it or fix the name") from None
+    except (TypeError, ValueError, ArithmeticError) as e:
+        raise SpecError(f"{_template_line(e, template_dir, spec.template)}: {type(e).__name__}: {e} "
+                        f"(variant {variant.name})", "fix the template expression") from None
     missing = [b.name for b in bindings if b.name not in declared]
     if missing:
         raise SpecError(f"{spec.path}: op '{spec.op}', template {spec.template}: never declares binding(s) "
                         f"{missing}", "call bind() for every binding in the spec")
     return src
+
+
+def _template_line(err: BaseException, template_dir: Path, name: str) -> str:
+    """``<template path>:<line>`` of the innermost template frame in ``err``'s traceback (Jinja maps them)."""
+    where = str(template_dir / name)
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where

@@ -385,11 +385,18 @@ def expand(spec: OpSpec, model_values: Mapping[str, tuple] | None = None,
         else:
             vals = a.values
         lists.append(vals)
-    checks = [_Expr(c) for c in spec.constraints]
+    checks = [(f"constraints[{i}]", _Expr(c)) for i, c in enumerate(spec.constraints)]
+    checks += [(f"bindings[{i}].when", _Expr(b.when)) for i, b in enumerate(spec.bindings) if b.when]
     out = []
     for combo in itertools.product(*lists):
         values = dict(zip((a.name for a in spec.axes), combo))
         values.update(params)
-        if all(c(values) for c in checks):
+        for fieldname, c in checks:  # every expression must evaluate (a binding's `when` too)
+            try:
+                c(values)
+            except (TypeError, ValueError, ArithmeticError) as e:
+                raise SpecError(f"{_where(spec.path, spec.op, fieldname)}: {c.text!r} fails for {values}: {e}",
+                                "fix the expression") from None
+        if all(c(values) for f, c in checks if f.startswith("constraints")):
             out.append(Variant(spec, values, tuning_key))
     return out

@@ -15,8 +15,9 @@ from .errors import GemforgeError
 
 EXAMPLES = {
     "kernels": "examples:\n  gemforge kernels            # build every kernel the configured models need\n"
-               "  gemforge kernels --op rmsnorm --jobs 2",
-    "doctor": "examples:\n  gemforge doctor",
+               "  gemforge kernels --op rmsnorm --jobs 2\n"
+               "  gemforge kernels --configs my/configs --templates my/templates --build-dir /tmp/k",
+    "doctor": "examples:\n  gemforge doctor\n  gemforge doctor --require-hardware   # exit 4 on a software-only machine",
 }
 
 
@@ -29,7 +30,21 @@ def _version() -> str:
 
 def cmd_kernels(args) -> int:
     from gemforge.gen.build import build  # the compiler side is only imported for this command
-    build(args.build_dir, jobs=args.jobs, ops=set(args.op) if args.op else None)
+
+    from .progress import Progress
+    bar = None
+
+    def progress(done: int, total: int) -> None:  # drawn only when stderr is a terminal
+        nonlocal bar
+        bar = bar or Progress("compiling kernels", total, "variants")
+        bar.advance()
+
+    try:
+        build(args.build_dir, configs_dir=args.configs, templates_dir=args.templates, jobs=args.jobs,
+              ops=set(args.op) if args.op else None, progress=progress)
+    finally:
+        if bar:
+            bar.close()
     return 0
 
 
@@ -49,6 +64,10 @@ def _setup_kernels(p):
     p.add_argument("--build-dir", default=None, help="where artifacts and manifest.json go (default: build/)")
     p.add_argument("--jobs", "-j", type=int, default=None, help="parallel compiler processes (default: all cores)")
     p.add_argument("--op", action="append", help="build only this op (repeatable)")
+    p.add_argument("--configs", default=None, metavar="DIR",
+                   help="configs directory with ops/ and models/ (default: the installed gemforge configs)")
+    p.add_argument("--templates", default=None, metavar="DIR",
+                   help="templates directory with glsl/ (default: the installed gemforge templates)")
     p.add_argument("--target", choices=["vulkan", "npu"], default="vulkan", help="which kernels to build")
 
 
@@ -88,6 +107,13 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _one_line(e: GemforgeError) -> str:
+    """The message and its fix on one line; a tool's quoted output (several lines) keeps its lines."""
+    if not e.hint:
+        return e.message
+    return f"{e.message}\n  fix: {e.hint}" if "\n" in e.message else f"{e.message} (fix: {e.hint})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
@@ -97,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except GemforgeError as e:
-        print(f"gemforge: error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"  fix: {e.hint}", file=sys.stderr)
+        print(f"gemforge: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("gemforge: interrupted", file=sys.stderr)
