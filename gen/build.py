@@ -94,7 +94,8 @@ def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str,
             for art_name, overrides in (entries.get(spec.op) or {}).items():
                 base = by_name.get(art_name)
                 if base is None:
-                    raise SpecError(f"tuning '{key}': op '{spec.op}' has no artifact '{art_name}' to tune",
+                    raise SpecError(f"tuning file {key}.yaml, field 'entries.{spec.op}.{art_name}': op '{spec.op}' "
+                                    f"has no artifact '{art_name}'",
                                     f"its artifacts: {', '.join(by_name)}; remove or rename the entry")
                 variants.extend(x for x in expand(spec, mv, overrides, key) if x.axes == base.axes)
         for v in variants:

@@ -184,7 +184,9 @@ def _check_axis_values(path, op, name, values):
     if name == "bucket":
         for v in values:
             if not _is_int(v) or v not in BUCKETS:
-                raise SpecError(f"{_where(path, op, 'axes.bucket')}: bucket {v!r} is not allowed",
+                why = ("is not an integer" if not _is_int(v) else "is outside 16..256" if not 16 <= v <= 256
+                       else "is not a power of two")
+                raise SpecError(f"{_where(path, op, 'axes.bucket')}: bucket {v!r} {why}",
                                 "buckets are powers of two from 16 to 256: " + ", ".join(map(str, BUCKETS)))
     if len(set(map(repr, values))) != len(values):
         raise SpecError(f"{_where(path, op, 'axes.' + name)}: repeated values {list(values)}")
@@ -373,7 +375,8 @@ def expand(spec: OpSpec, model_values: Mapping[str, tuple] | None = None,
     params = dict(spec.params)
     for k, v in (overrides or {}).items():
         if k not in params:
-            raise SpecError(f"{_where(spec.path, spec.op, 'params')}: tuning sets '{k}', which the spec does not declare")
+            raise SpecError(f"{_where(spec.path, spec.op, 'params')}: tuning '{tuning_key}' sets '{k}', which is "
+                            f"not a declared param", f"declare it under params, or fix configs/tuning/{tuning_key}.yaml")
         params[k] = v
     lists = []
     for a in spec.axes:

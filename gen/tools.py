@@ -5,6 +5,8 @@ and a hint on how to get or fix the tool.
 """
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 import subprocess
 from functools import lru_cache
@@ -32,13 +34,18 @@ def require(tool: str) -> str:
 def run_tool(cmd: list[str], *, hint: str | None = None, input: bytes | None = None,
              timeout: float | None = 600) -> subprocess.CompletedProcess:
     require(cmd[0])
+    name = os.path.basename(cmd[0])
     try:
         proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise ToolError(f"{cmd[0]} did not finish within {timeout} s", cmd=cmd, hint=hint) from None
+        raise ToolError(f"{name} did not finish within {timeout} s:\n  $ {shlex.join(cmd)}", cmd=cmd,
+                        hint=hint) from None
+    except OSError as e:  # found on PATH but not runnable (permissions, wrong architecture)
+        raise ToolError(f"{name} could not be started: {e.strerror}:\n  $ {shlex.join(cmd)}", cmd=cmd,
+                        hint=INSTALL_HINTS.get(name, hint)) from None
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
-        raise ToolError(f"{cmd[0]} failed (exit {proc.returncode}):\n  $ {' '.join(cmd)}\n{err}",
+        raise ToolError(f"{name} failed (exit {proc.returncode}):\n  $ {shlex.join(cmd)}\n{err}",
                         cmd=cmd, stderr=err, hint=hint)
     return proc
 
