@@ -1,0 +1,1 @@
+"""Process replay: golden copies of every rendered kernel source (tests/snapshots/glsl/<artifact>.comp)."""
