@@ -131,4 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m gemforge.runtime.cli`: run the imported module's main, so that plugin commands
+    # (which register into `gemforge.runtime.cli`, not into `__main__`) are there.
+    from gemforge.runtime.cli import main as _main
+    sys.exit(_main())
