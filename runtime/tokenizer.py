@@ -127,14 +127,15 @@ class Tokenizer:
 def _build(path: Path, dest: Path) -> None:
     reader = open_gguf(path)
     check_architecture(reader, path)
+    field = reader.fields.get("tokenizer.ggml.tokens")
+    type_field = reader.fields.get("tokenizer.ggml.token_type")
+    if field is None or type_field is None:
+        raise ModelError(f"{path}: the GGUF has no tokenizer (tokenizer.ggml.tokens / token_type missing)",
+                         "use a GGUF converted with its tokenizer, as llama.cpp's convert_hf_to_gguf.py does")
     model = metadata(reader, "tokenizer.ggml.model")
     if model != "llama":
         raise ModelError(f"{path}: tokenizer.ggml.model is {model!r}; gemforge reads SentencePiece ('llama') "
                          "vocabularies, as Gemma 3 GGUFs have")
-    field = reader.fields.get("tokenizer.ggml.tokens")
-    type_field = reader.fields.get("tokenizer.ggml.token_type")
-    if field is None or type_field is None:
-        raise ModelError(f"{path}: the GGUF has no tokenizer (tokenizer.ggml.tokens / token_type missing)")
     tokens = [bytes(field.parts[i]).decode("utf-8") for i in field.data]
     types = [int(type_field.parts[i][0]) for i in type_field.data]
     if len(types) != len(tokens):
