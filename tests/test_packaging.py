@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -93,8 +94,12 @@ def test_wheel(source, tmp_path):
 
 def test_editable_install(source, tmp_path):
     venv = tmp_path / "venv"
-    sh([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", venv])
+    sh([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv / "bin/python"
+    # the dependencies come from this interpreter's environment (a venv of its own, or not), appended
+    # after the new venv's site-packages; .pth files there (this checkout's editable finder) stay inactive
+    [venv_site] = venv.glob("lib/python*/site-packages")
+    (venv_site / "zz_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     sh([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-build-isolation",
         "-e", source])
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GEMFORGE_BUILD_DIR")}
