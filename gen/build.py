@@ -23,15 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from gemforge.runtime import paths
 from gemforge.runtime.config import model_configs
 from gemforge.runtime.errors import GemforgeError, SpecError, ToolError
 
 from . import manifest as mf
 from .render import environment, render, template_sources
-from .spec import OpSpec, Variant, expand, load_specs
+from .spec import OpSpec, Variant, expand, load_specs, load_yaml
 from .tools import glslc_version, require, run_tool
 
 HASH_VERSION = 2
@@ -63,16 +61,16 @@ def load_tuning(tuning_dir: Path, specs: dict[str, OpSpec]) -> dict[str, dict]:
     if not tuning_dir.is_dir():
         return out
     for p in sorted(tuning_dir.glob("*.yaml")):
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise SpecError(f"{p}: malformed YAML: {e}") from None
+        data = load_yaml(p) or {}
         entries = data.get("entries", {}) if isinstance(data, dict) else None
         if not isinstance(entries, dict):
             raise SpecError(f"{p}: field 'entries': must be a mapping of op to {{artifact: {{param: value}}}}")
-        for op in entries:
+        for op, arts in entries.items():
             if op not in specs:
                 raise SpecError(f"{p}: field 'entries.{op}': unknown op", f"known: {', '.join(specs)}")
+            if not isinstance(arts, dict) or not all(isinstance(v, dict) for v in arts.values()):
+                raise SpecError(f"{p}: field 'entries.{op}': must be a mapping of artifact name to "
+                                f"{{param: value}}, got {arts!r}")
         out[p.stem] = entries
     return out
 
@@ -97,7 +95,12 @@ def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str,
                     raise SpecError(f"tuning file {key}.yaml, field 'entries.{spec.op}.{art_name}': op '{spec.op}' "
                                     f"has no artifact '{art_name}'",
                                     f"its artifacts: {', '.join(by_name)}; remove or rename the entry")
-                variants.extend(x for x in expand(spec, mv, overrides, key) if x.axes == base.axes)
+                tuned = [x for x in expand(spec, mv, overrides, key) if x.axes == base.axes]
+                if not tuned:
+                    raise SpecError(f"tuning file {key}.yaml, field 'entries.{spec.op}.{art_name}': {overrides} "
+                                    f"violates the constraints of op '{spec.op}': {list(spec.constraints)}",
+                                    "choose values the spec allows")
+                variants.extend(tuned)
         for v in variants:
             src = render(v, template_dir, env)
             out.append(Planned(v, src, content_hash(tsrc, spec_json, v, compiler, src)))

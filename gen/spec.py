@@ -152,7 +152,8 @@ class _Expr:
         raise ValueError(type(n).__name__)
 
 
-def _load_yaml(path: Path) -> Any:
+def load_yaml(path: Path) -> Any:
+    """Parsed YAML; a syntax error is a SpecError with its line and column."""
     try:
         text = path.read_text()
     except OSError as e:
@@ -329,7 +330,7 @@ def parse_spec(data: Any, path: Path | str, templates: Path | None = None) -> Op
 
 def load_spec(path: Path | str, templates: Path | None = None) -> OpSpec:
     path = Path(path)
-    return parse_spec(_load_yaml(path), path, templates)
+    return parse_spec(load_yaml(path), path, templates)
 
 
 def load_specs(ops_dir: Path, templates: Path | None = None) -> dict[str, OpSpec]:

@@ -104,6 +104,18 @@ CASES = {
     "tuning-file-unknown-op": (
         "configs/tuning/dev.yaml", "entries:\n  scael: {}\n",
         "{root}/configs/tuning/dev.yaml: field 'entries.scael': unknown op", "known: copy, scale"),
+    "tuning-file-violates-constraints": (
+        "configs/tuning/dev.yaml", "entries:\n  scale:\n    scale_add: {wg_size: 48}\n",
+        "tuning file dev.yaml, field 'entries.scale.scale_add': {'wg_size': 48} violates the constraints of op "
+        "'scale': ['wg_size % 32 == 0']", "choose values the spec allows"),
+    "tuning-file-wrong-type": (
+        "configs/tuning/dev.yaml", "entries:\n  scale: [scale_add]\n",
+        "{root}/configs/tuning/dev.yaml: field 'entries.scale': must be a mapping of artifact name to "
+        "{param: value}, got ['scale_add']", None),
+    "tuning-file-yaml-syntax": (
+        "configs/tuning/dev.yaml", "entries:\n  scale: {scale_add: {wg_size: 32}\n",
+        "{root}/configs/tuning/dev.yaml: malformed YAML at line 3, column 1: expected ',' or '}', but got "
+        "'<stream end>'", "fix the YAML syntax"),
     "template-undefined-variable": (
         "templates/glsl/copy.comp.j2", COPY_TMPL.replace("{{ wg_size }}", "{{ wg_sz }}"),
         "{root}/configs/ops/copy.yaml: op 'copy', template copy.comp.j2: 'wg_sz' is undefined (variant copy_w1)",
