@@ -60,9 +60,20 @@ def register(name: str, help: str, setup, func, examples: str = ""):
     COMMANDS[name] = (help, setup, func, examples)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return n
+
+
 def _setup_kernels(p):
     p.add_argument("--build-dir", default=None, help="where artifacts and manifest.json go (default: build/)")
-    p.add_argument("--jobs", "-j", type=int, default=None, help="parallel compiler processes (default: all cores)")
+    p.add_argument("--jobs", "-j", type=_positive_int, default=None,
+                   help="parallel compiler processes (default: all cores)")
     p.add_argument("--op", action="append", help="build only this op (repeatable)")
     p.add_argument("--configs", default=None, metavar="DIR",
                    help="configs directory with ops/ and models/ (default: the installed gemforge configs)")

@@ -57,7 +57,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
 
 def test_usage_error_exits_2(capsys):
     rc, out, err = run(capsys, "kernels", "--jobs", "many")
-    assert rc == 2 and out == "" and "argument --jobs/-j: invalid int value: 'many'" in err
+    assert rc == 2 and out == "" and "argument --jobs/-j: must be a positive integer, got 'many'" in err
 
 
 @pytest.mark.parametrize("error, code", [(GemforgeError, 1), (SpecError, 2), (ToolError, 3), (DeviceError, 4),

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import shlex
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -160,3 +162,13 @@ def test_several_failures_are_all_named(project):
     assert err.value.message.endswith(f"\n(and 3 more failing variants: copy_w4, scale_plain, scale_add)")
     assert not list((project.build_dir / "spirv").iterdir())
     assert mf.load(project.build_dir).artifacts == {}
+
+
+def test_missing_glslc_is_exit_3_with_the_install_hint(project):
+    """Without glslc on PATH: one line naming the tool and how to get it."""
+    env = {**os.environ, "PATH": str(project.root / "no-tools-here")}
+    proc = subprocess.run([sys.executable, "-m", "gemforge.runtime.cli", *project.cli()], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (3, "")
+    assert proc.stderr == ("gemforge: error: 'glslc' was not found on PATH (fix: install it: `sudo apt-get install "
+                           "glslc` on Debian/Ubuntu (or `make setup`))\n")
