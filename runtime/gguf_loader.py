@@ -104,7 +104,14 @@ def file_sha256(path: Path, progress_label: str | None = None) -> str:
 
 # -- reading the GGUF -------------------------------------------------------------------------
 
-_READER: dict = {}    # the last GGUFReader opened, by (path, size, mtime): parsing the vocabulary takes ~10 s
+# The last GGUFReader opened, by (path, size, mtime): parsing the vocabulary takes ~10 s and the
+# reader holds ~650 MB, so it is kept only between building the weight cache and the tokenizer cache.
+_READER: dict = {}
+
+
+def forget_gguf() -> None:
+    """Drop the kept GGUFReader (once every cache made from it exists)."""
+    _READER.clear()
 
 
 def check_file(path: Path) -> Path:
@@ -295,6 +302,9 @@ def convert(path: Path, fmt: str, dest: Path, sha256: str, configs: Path | None 
         os.rename(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    from .tokenizer import tokenizer_cached
+    if tokenizer_cached(sha256):               # else the tokenizer is built next, from the same reader
+        forget_gguf()
 
 
 # -- the store ----------------------------------------------------------------------------------

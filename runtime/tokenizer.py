@@ -21,11 +21,12 @@ import codecs
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Iterable
 
 from .errors import ModelError
-from .gguf_loader import check_architecture, check_file, file_sha256, metadata, open_gguf
+from .gguf_loader import check_architecture, check_file, file_sha256, forget_gguf, metadata, open_gguf
 from .paths import cache_dir
 
 CACHE_VERSION = 1
@@ -124,8 +125,32 @@ class Tokenizer:
         return StreamDecoder(self)
 
 
+def _cache_path(sha256: str) -> Path:
+    return cache_dir() / "tokenizers" / sha256[:16]
+
+
+def _read_meta(dest: Path) -> dict | None:
+    try:
+        meta = json.loads((dest / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("version") != CACHE_VERSION or not (dest / "tokenizer.json").is_file():
+        return None
+    return meta
+
+
+def tokenizer_cached(sha256: str) -> bool:
+    return _read_meta(_cache_path(sha256)) is not None
+
+
 def _build(path: Path, dest: Path) -> None:
-    reader = open_gguf(path)
+    try:
+        _write_cache(open_gguf(path), path, dest)
+    finally:
+        forget_gguf()
+
+
+def _write_cache(reader, path: Path, dest: Path) -> None:
     check_architecture(reader, path)
     field = reader.fields.get("tokenizer.ggml.tokens")
     type_field = reader.fields.get("tokenizer.ggml.token_type")
@@ -147,26 +172,24 @@ def _build(path: Path, dest: Path) -> None:
             "end_of_turn_id": tokens.index("<end_of_turn>") if "<end_of_turn>" in tokens else None}
     text = build_tokenizer_json(tokens, types, unk=tokens[unk_id])
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    tmp.mkdir(exist_ok=True)
-    (tmp / "tokenizer.json").write_text(text)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    if dest.exists():
-        import shutil
-        shutil.rmtree(dest)
-    os.rename(tmp, dest)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")     # renamed into place only when complete
+    try:
+        tmp.mkdir(exist_ok=True)
+        (tmp / "tokenizer.json").write_text(text)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """The tokenizer of a Gemma 3 GGUF, built on first use and cached by the file's sha256."""
     path = check_file(Path(path))
-    dest = cache_dir() / "tokenizers" / file_sha256(path)[:16]
-    meta = None
-    try:
-        meta = json.loads((dest / "meta.json").read_text())
-    except (OSError, ValueError):
-        pass
-    if not meta or meta.get("version") != CACHE_VERSION or not (dest / "tokenizer.json").is_file():
+    dest = _cache_path(file_sha256(path))
+    meta = _read_meta(dest)
+    if meta is None:
         _build(path, dest)
-        meta = json.loads((dest / "meta.json").read_text())
+        meta = _read_meta(dest)
     return Tokenizer(dest / "tokenizer.json", meta)
