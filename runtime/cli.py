@@ -30,6 +30,9 @@ def _version() -> str:
 
 def cmd_kernels(args) -> int:
     from gemforge.gen.build import build  # the compiler side is only imported for this command
+    if args.target != "vulkan":  # never build something other than what was asked for
+        raise GemforgeError(f"`gemforge kernels --target {args.target}` is not available in this build",
+                            "build the Vulkan kernels (the default), or see `gemforge doctor` for the NPU toolchain")
 
     from .progress import Progress
     bar = None
