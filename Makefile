@@ -13,7 +13,7 @@ BENCH_ARGS ?= --synthetic 270m
 KERNEL_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup kernels test run bench doctor clean
+.PHONY: help setup kernels test run bench doctor snapshots clean
 help:
 	@echo "make run      install what is missing, build kernels, fetch the default model, generate text"
 	@echo "              (PROMPT=\"...\" MAX_TOKENS=$(MAX_TOKENS) RUN_ARGS=\"--temperature 0.8\")"
@@ -22,6 +22,7 @@ help:
 	@echo "make kernels  render and compile every kernel variant into build/ (incremental)"
 	@echo "make bench    measure prefill/decode speed (BENCH_ARGS=\"$(BENCH_ARGS)\")"
 	@echo "make doctor   what this machine has and lacks, with fixes"
+	@echo "make snapshots  accept intended changes to rendered kernel sources (tests/snapshots/glsl)"
 	@echo "make clean    delete build/"
 
 setup:
@@ -41,6 +42,9 @@ bench: kernels
 
 doctor: setup
 	$(GEMFORGE) doctor
+
+snapshots:
+	$(PYTHON) -m tests.snapshots.update
 
 clean:
 	rm -rf build
