@@ -42,9 +42,14 @@ def cmd_kernels(args) -> int:
         bar = bar or Progress("compiling kernels", total, "variants")
         bar.advance()
 
+    def log(message: str) -> None:
+        if bar:
+            bar.close()  # ends the bar's line first
+        print(message, file=sys.stderr)
+
     try:
         build(args.build_dir, configs_dir=args.configs, templates_dir=args.templates, jobs=args.jobs,
-              ops=set(args.op) if args.op else None, progress=progress)
+              ops=set(args.op) if args.op else None, progress=progress, log=log)
     finally:
         if bar:
             bar.close()

@@ -29,7 +29,7 @@ def test_progress_bar_on_a_terminal(project):
     assert proc.wait(timeout=60) == 0
     err = b"".join(chunks).decode()
     assert "compiling kernels [" in err and "] 4/4 variants" in err, repr(err)
-    assert "kernels: 4 variants, 4 compiled, 0 up to date" in err
+    assert "\nkernels: 4 variants, 4 compiled, 0 up to date" in err, repr(err)   # on a line of its own
 
 
 def test_no_progress_bar_when_not_a_terminal(project):
