@@ -1,0 +1,106 @@
+"""Concurrent clients: one model, requests served one at a time in arrival order, departures cancel."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from .conftest import gemma_chat
+
+pytestmark = pytest.mark.model
+
+TOKENS = 4
+PROMPTS = ["The capital of France is", "Water boils at", "The largest planet is", "One, two, three,"]
+
+
+def ask(client, model_id, i: int) -> str:
+    """Request i of 8: completion or chat, streamed or not, on one of the prompts."""
+    prompt, chat, stream = PROMPTS[i % 4], i % 2 == 1, i % 4 >= 2
+    kw = dict(model=model_id, max_tokens=TOKENS, temperature=0, stream=stream)
+    if chat:
+        r = client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **kw)
+        return "".join(c.choices[0].delta.content or "" for c in r) if stream else r.choices[0].message.content
+    r = client.completions.create(prompt=prompt, **kw)
+    return "".join(c.choices[0].text for c in r) if stream else r.choices[0].text
+
+
+def expected(model, reference, i: int) -> str:
+    prompt = PROMPTS[i % 4]
+    ids = gemma_chat(model.tokenizer, prompt) if i % 2 == 1 else prompt
+    return reference(ids, max_tokens=TOKENS, temperature=0).text
+
+
+def new_outcomes(api, seen: set) -> list:
+    return sorted((o for k, o in api.worker.outcomes.items() if k not in seen), key=lambda o: o.seq)
+
+
+def test_eight_concurrent_requests(client, model_id, model, api, reference):
+    want = [expected(model, reference, i) for i in range(8)]
+    seen = set(api.worker.outcomes)
+    start = threading.Barrier(8)
+
+    def run(i):
+        start.wait()
+        return ask(client, model_id, i)
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(run, range(8)))
+    assert got == want
+    done = new_outcomes(api, seen)
+    assert len(done) == 8 and not any(o.cancelled for o in done)
+    # one at a time, in the order they were queued
+    assert sorted(done, key=lambda o: o.started) == done
+    assert all(a.ended <= b.started for a, b in zip(done, done[1:]))
+
+
+def wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+def raw_request(base_url: str, path: str, body: dict) -> socket.socket:
+    """Send a request on a plain socket (the test decides when the client goes away)."""
+    url = httpx.URL(base_url + path)
+    data = json.dumps(body).encode()
+    sock = socket.create_connection((url.host, url.port), timeout=60)
+    sock.sendall(f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return sock
+
+
+def test_clients_leaving_cancel_only_their_requests(client, model_id, model, api, reference, base_url):
+    """One client leaves mid-stream (its generation stops at the next token), one leaves while queued
+    (never generated); the two queued between them get exactly their answers."""
+    from .conftest import CONTEXT
+    long_tokens = CONTEXT - 16
+    want = [expected(model, reference, i) for i in (0, 1)]
+    seen = set(api.worker.outcomes)
+    stream = client.completions.create(model=model_id, prompt="Once upon a time", max_tokens=long_tokens,
+                                       temperature=0, stream=True)
+    pieces = iter(stream)
+    first = next(pieces)                             # it runs now; the others queue behind it
+    quitter = raw_request(base_url, "/completions", {"model": model_id, "prompt": "Never generated"})
+    wait_until(lambda: api.worker.waiting == 1, "the quitter waits")
+    with ThreadPoolExecutor(2) as pool:
+        others = [pool.submit(ask, client, model_id, i) for i in (0, 1)]
+        wait_until(lambda: api.worker.waiting == 3, "all three wait")
+        quitter.close()                              # gives up before its turn
+        wait_until(lambda: api.worker.waiting == 2, "the quitter's request is cancelled")
+        next(pieces)
+        stream.close()                               # goes away mid-stream
+        assert [f.result() for f in others] == want
+    done = new_outcomes(api, seen)
+    assert len(done) == 4
+    left = api.worker.outcomes[first.id]
+    assert left is done[0] and left.cancelled and left.finish_reason is None
+    assert 2 <= left.completion_tokens < long_tokens
+    skipped = done[1]
+    assert skipped.cancelled and skipped.completion_tokens == 0 and skipped.started == 0
+    assert not any(o.cancelled for o in done[2:])
