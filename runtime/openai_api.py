@@ -256,7 +256,8 @@ def parse_request(kind: str, raw: bytes, defaults: Sampling) -> ApiRequest:
     opts = body.get("stream_options")
     if opts is not None and not isinstance(opts, dict):
         raise _type_error("stream_options", "an object", opts)
-    include_usage = _bool(opts or {}, "include_usage", False)
+    include_usage = _bool({"stream_options.include_usage": (opts or {}).get("include_usage")},
+                          "stream_options.include_usage", False)
     sampling = _sampling(body, kind, defaults)
     if kind == "chat":
         if "messages" not in body:
