@@ -202,12 +202,15 @@ class Engine:
         self.pos += T
 
     # -- public steps -------------------------------------------------------------------------
-    def prefill(self, ids: Sequence[int], head: str = "argmax", topk: int = 0) -> None:
-        """Run ``ids`` through the model from the current position, in chunks of up to 256."""
-        for s in range(0, len(ids), MAX_CHUNK):
-            chunk = ids[s:s + MAX_CHUNK]
-            last = s + MAX_CHUNK >= len(ids)
-            self._run(chunk, head if last else "none", topk)
+    def prefill(self, ids: Sequence[int], head: str = "argmax", topk: int = 0, chunk: int = MAX_CHUNK) -> None:
+        """Run ``ids`` through the model from the current position, in chunks of ``chunk`` rows (<= 256);
+        the kernels run each chunk in the smallest bucket that holds it."""
+        if not 1 <= chunk <= MAX_CHUNK:
+            raise GemforgeError(f"prefill chunk {chunk} outside 1..{MAX_CHUNK}")
+        for s in range(0, len(ids), chunk):
+            part = ids[s:s + chunk]
+            last = s + chunk >= len(ids)
+            self._run(part, head if last else "none", topk)
 
     def decode(self, token: int, head: str = "argmax", topk: int = 0) -> None:
         self._run([token], head, topk)
@@ -221,24 +224,35 @@ class Engine:
     def read_logits(self) -> np.ndarray:
         return self.logits.read(np.float32, self.cfg.vocab)
 
-    def all_logits(self, ids: Sequence[int]) -> np.ndarray:
-        """Logits at every position of ``ids`` (from the current position): [len(ids), vocab]."""
+    def all_logits(self, ids: Sequence[int], positions: Sequence[int] | None = None) -> np.ndarray:
+        """Logits at ``positions`` (default: every position) of ``ids`` run from the current position:
+        [len(positions), vocab]."""
         cfg, k = self.cfg, self.k
         H, V = cfg.hidden, cfg.vocab
-        out = np.empty((len(ids), V), np.float32)
+        want = list(range(len(ids))) if positions is None else sorted(set(int(p) for p in positions))
+        if want and not 0 <= want[0] <= want[-1] < len(ids):
+            raise GemforgeError(f"positions must lie in 0..{len(ids) - 1}")
+        rows: dict[int, np.ndarray] = {}
         for s in range(0, len(ids), MAX_CHUNK):
-            chunk = ids[s:s + MAX_CHUNK]
-            T = len(chunk)
-            self._run(chunk, "none")
-            for r in range(0, T, LOGIT_ROWS):
-                n = min(LOGIT_ROWS, T - r)
+            part = ids[s:s + MAX_CHUNK]
+            self._run(part, "none")
+            mine = [p - s for p in want if s <= p < s + len(part)]
+            # runs of consecutive rows, LOGIT_ROWS at a time
+            i = 0
+            while i < len(mine):
+                r, n = mine[i], 1
+                while i + n < len(mine) and n < LOGIT_ROWS and mine[i + n] == r + n:
+                    n += 1
                 rec = self.device.record(label="logits rows")
                 k.rmsnorm(rec, self._row(self.x, r, H), self.out_norm, self.xn, n, H, cfg.eps)
                 k.linear(rec, self.embed, self.xn, self.rows_logits, n)
                 rec.submit()
-                out[s + r:s + r + n] = self.rows_logits.read(np.float32, n * V).reshape(n, V)
+                block = self.rows_logits.read(np.float32, n * V).reshape(n, V)
+                for j in range(n):
+                    rows[s + r + j] = block[j]
                 rec.destroy()
-        return out
+                i += n
+        return np.stack([rows[p] for p in want]) if want else np.empty((0, V), np.float32)
 
     def reset(self) -> None:
         self.pos = 0
@@ -256,6 +270,7 @@ class Model:
         self.engine, self.tokenizer, self.store, self.device = engine, tokenizer, store, device
         self.config: ModelConfig = engine.cfg
         self.placement = placement
+        self.prefill_chunk = MAX_CHUNK    # rows per prefill submit (tests vary it)
         self.stats = Stats()
         self._history: list[int] = []     # the tokens in the KV cache, for chat reuse
         self.last_tokens: list[int] = []
@@ -295,13 +310,15 @@ class Model:
         return f"placement {self.placement}: every op on {self.device_summary}"
 
     # -- API --------------------------------------------------------------------------------
-    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
-        """Logits [T, vocab] at every position of ``token_ids`` (a fresh context)."""
+    def logits(self, token_ids: Sequence[int], positions: Sequence[int] | None = None) -> np.ndarray:
+        """Logits [len(positions), vocab] at ``positions`` (default all) of ``token_ids``, in a fresh context."""
         if not len(token_ids):
             raise ModelError("logits() needs at least one token")
+        if len(token_ids) > self.engine.context:
+            raise ModelError(f"{len(token_ids)} tokens exceed the {self.engine.context}-token context")
         self.engine.reset()
         self._history = []
-        return self.engine.all_logits(list(token_ids))
+        return self.engine.all_logits(list(token_ids), positions)
 
     def encode_chat(self, turns: Sequence[tuple[str, str]]) -> list[int]:
         """Gemma chat format for (role, text) turns, ending with the model's turn opener."""
@@ -350,7 +367,7 @@ class Model:
         t0 = time.perf_counter()
         new = ids[start:]
         if new:
-            eng.prefill(new, head, k)
+            eng.prefill(new, head, k, self.prefill_chunk)
         else:   # everything is cached already: recompute the last token to get its logits
             eng.pos -= 1
             eng.decode(ids[-1], head, k)

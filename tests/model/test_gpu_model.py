@@ -1,0 +1,165 @@
+"""The real Gemma 3 270M on the machine's Vulkan device against transformers' goldens.
+
+Continuations are checked by teacher forcing: the logits of prompt + golden greedy tokens
+are computed in one prefill, and the argmax at each continuation position must be the
+golden next token.  That holds for every step iff free-running greedy decoding yields the
+golden continuation; the decode path itself (one-token steps) is checked by the CLI test
+and the bucket/chat equivalence tests.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.model, pytest.mark.gpu]
+
+FRANCE = " the capital of the country of France. It is the largest city in France and the second largest city"
+F32_TOL = 1e-2          # the issue's bar for --weights f32
+LONG_STRIDE = 7         # for prompts over 256 tokens, check every 7th position and the last 32
+
+
+@pytest.fixture(scope="session")
+def models(model_path, build):
+    from gemforge.runtime.model import Model
+    cache = {}
+
+    def get(fmt):
+        if fmt not in cache:
+            cache[fmt] = Model.load(model_path, fmt, context=2048, build_dir=build)
+        return cache[fmt]
+    return get
+
+
+def checked_positions(n_prompt: int, n_total: int) -> list[int]:
+    if n_prompt <= 256:
+        prompt = list(range(n_prompt))
+    else:
+        prompt = sorted(set(range(0, n_prompt, LONG_STRIDE)) | set(range(n_prompt - 32, n_prompt)))
+    return prompt + list(range(n_prompt, n_total))
+
+
+def run_teacher_forced(model, g, n_greedy):
+    ids = list(g["ids"]) + list(g["greedy"][:n_greedy])
+    pos = checked_positions(len(g["ids"]), len(ids) - 1)
+    return pos, model.logits(ids, pos)
+
+
+@pytest.mark.parametrize("name", ["france", "code", "chat", "multilingual", "story", "terms_300", "terms_700"])
+def test_f32_matches_goldens(models, goldens, name):
+    """--weights f32: logits within 1e-2 at every checked position; greedy continuation identical."""
+    g = goldens[name]
+    model = models("f32")
+    n = len(g["ids"])
+    pos, logits = run_teacher_forced(model, g, 32)
+    prompt_rows = [i for i, p in enumerate(pos) if p < n]
+    top = np.asarray(g["top_ids"])[[pos[i] for i in prompt_rows]]
+    want = np.asarray(g["top_logits"], np.float32)[[pos[i] for i in prompt_rows]]
+    got = np.take_along_axis(logits[prompt_rows], top, axis=1)
+    err = np.abs(got - want)
+    r, k = np.unravel_index(int(err.argmax()), err.shape)
+    assert err.max() <= F32_TOL, (f"{name}: logit of token {top[r, k]} at position {pos[prompt_rows[r]]}: "
+                                  f"{got[r, k]:.5f} vs transformers {want[r, k]:.5f}")
+    cont = logits[len(prompt_rows):]
+    assert cont.argmax(axis=1).tolist() == g["greedy"][1:32], f"{name}: greedy continuation differs"
+    assert int(logits[prompt_rows[-1]].argmax()) == g["greedy"][0]
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q8_0"])
+def test_reduced_precision_agreement(models, goldens, fmt):
+    """f16 and q8_0: top-1 identical at >= 98% of checked positions, first 16 greedy tokens identical."""
+    model = models(fmt)
+    agree = total = 0
+    for name, g in goldens.items():
+        n = len(g["ids"])
+        pos, logits = run_teacher_forced(model, g, 16)
+        am = logits.argmax(axis=1)
+        golden_top1 = [g["top_ids"][p][0] if p < n else g["greedy"][p - n + 1] for p in pos]
+        agree += int(np.sum(am == np.asarray(golden_top1)))
+        total += len(pos)
+        first16 = [int(am[i]) for i, p in enumerate(pos) if p >= n - 1][:16]
+        assert first16 == g["greedy"][:16], f"{fmt} {name}: first 16 greedy tokens differ"
+    assert agree / total >= 0.98, f"{fmt}: top-1 agreement {agree}/{total} = {agree / total:.3f} < 0.98"
+
+
+def test_cli_france_f32(model_path, build):
+    """The issue's command prints the golden continuation (and a summary on stderr)."""
+    cmd = [sys.executable, "-m", "gemforge.runtime.cli", "run", "--model", str(model_path), "--prompt",
+           "The capital of France is", "--weights", "f32", "--temperature", "0", "--max-tokens", "20"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip("\n") == FRANCE
+    summary = out.stderr.strip().splitlines()[-1]
+    assert "prompt tokens" in summary and "decode" in summary and "placement vulkan" in summary
+    assert ("hardware" in summary) or ("SOFTWARE" in summary)
+
+
+def test_buckets_and_chunks_give_the_same_tokens(models, goldens):
+    """A prompt prefilled in one 256-row chunk + a 64-bucket tail, or in 16-row chunks, generates the same."""
+    model = models("q8_0")
+    ids = goldens["terms_300"]["ids"]
+    outs = []
+    for chunk in (256, 16, 100):
+        model.prefill_chunk = chunk
+        "".join(model.generate(ids, max_tokens=8))
+        outs.append(list(model.last_tokens))
+    model.prefill_chunk = 256
+    assert outs[0] == outs[1] == outs[2], outs
+    assert len(outs[0]) == 8
+
+
+def test_chat_cache_reuse_equals_recompute(models):
+    model = models("q8_0")
+    tok = model.tokenizer
+    turn1 = tok.encode("<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\n")
+    "".join(model.generate(turn1, max_tokens=6, reuse_cache=True))
+    reply = list(model.last_tokens)
+    turn2 = turn1 + reply + [model.config.end_of_turn_id] + tok.encode(
+        "\n<start_of_turn>user\nAnd another?<end_of_turn>\n<start_of_turn>model\n", add_bos=False)
+    "".join(model.generate(turn2, max_tokens=6, reuse_cache=True))
+    reused, reused_prompt = list(model.last_tokens), model.stats.prompt_tokens
+    "".join(model.generate(turn2, max_tokens=6, reuse_cache=False))
+    fresh, fresh_prompt = list(model.last_tokens), model.stats.prompt_tokens
+    assert reused_prompt < fresh_prompt == len(turn2)     # the cache really was reused
+    assert reused == fresh
+
+
+def test_sampling_is_reproducible_with_a_seed(models):
+    model = models("q8_0")
+    a = "".join(model.generate("Once upon a time", max_tokens=8, temperature=0.9, top_p=0.9, seed=5))
+    b = "".join(model.generate("Once upon a time", max_tokens=8, temperature=0.9, top_p=0.9, seed=5))
+    c = "".join(model.generate("Once upon a time", max_tokens=8, temperature=0.9, top_k=40, seed=5))
+    d = "".join(model.generate("Once upon a time", max_tokens=8, temperature=0.9, top_k=40, seed=5))
+    assert a == b and c == d
+
+
+def test_stop_string(models):
+    model = models("q8_0")
+    text = "".join(model.generate("The capital of France is", max_tokens=20, stop=["France"]))
+    assert text == " the capital of the country of "
+    assert model.stats.finish_reason == "stop"
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "gemforge.runtime.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--prompt", ""], "prompt is empty"),
+    (["--prompt", "word " * 80, "--context", "32"], "context"),
+    (["--prompt", "hi", "--model", "/nonexistent/model.gguf"], "/nonexistent/model.gguf"),
+])
+def test_cli_bad_input_is_one_line(model_path, args, needle):
+    out = _cli("run", *args) if "--model" in args else _cli("run", "--model", str(model_path), *args)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert needle in out.stderr
+    assert out.stderr.strip().splitlines()[0].startswith("gemforge: error:")
+
+
+def test_cli_unknown_weight_format(model_path):
+    out = _cli("run", "--model", str(model_path), "--prompt", "hi", "--weights", "q3_k")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "q3_k" in out.stderr
