@@ -163,7 +163,10 @@ class Worker:
             self.outcomes.popitem(last=False)
         how = "failed" if error else ("cancelled" if out.cancelled else out.finish_reason)
         log.info("%s: %d prompt + %d completion tokens, %s", job.id, out.prompt_tokens, out.completion_tokens, how)
-        job.emit("error", error) if error else job.emit("done", out)
+        if error:
+            job.emit("error", error)
+        else:
+            job.emit("done", out)
 
 
 def _api_error(e: Exception) -> ApiError:
