@@ -52,6 +52,18 @@ REQUIRED_KEYS = ("op", "template", "name", "bindings", "axes")
 FORMAT_AXES = ("format", "wformat")
 DTYPE_AXES = ("dtype", "kv_dtype", "act_dtype")
 MODEL_FIELDS = ("hidden", "ffn", "head_dim", "n_heads", "n_kv_heads", "vocab", "window")
+# Names a binding or push constant cannot have: they become GLSL identifiers (GLSL 4.50 keywords and
+# reserved words; names starting with gl_ are reserved too).
+GLSL_RESERVED = frozenset("""
+    attribute const uniform varying buffer shared coherent volatile restrict readonly writeonly atomic_uint
+    layout centroid flat smooth noperspective patch sample break continue do for while switch case default if
+    else subroutine in out inout float double int void bool true false invariant precise discard return mat2
+    mat3 mat4 dmat2 dmat3 dmat4 vec2 vec3 vec4 ivec2 ivec3 ivec4 bvec2 bvec3 bvec4 dvec2 dvec3 dvec4 uint
+    uvec2 uvec3 uvec4 lowp mediump highp precision struct main common partition active asm class union enum
+    typedef template this resource goto inline noinline public static extern external interface long short
+    half fixed unsigned superp input output hvec2 hvec3 hvec4 fvec2 fvec3 fvec4 sampler3DRect filter sizeof
+    cast namespace using
+""".split())
 
 
 def _where(path: Path | str, op: str | None, fieldname: str) -> str:
@@ -167,6 +179,10 @@ def load_yaml(path: Path) -> Any:
         raise SpecError(f"{path}: malformed YAML{at}: {problem}", "fix the YAML syntax") from None
 
 
+def _glsl_reserved(name: str) -> bool:
+    return name in GLSL_RESERVED or name.startswith("gl_")
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -229,6 +245,8 @@ def parse_spec(data: Any, path: Path | str, templates: Path | None = None) -> Op
         want(isinstance(b, dict) and set(b) <= {"name", "access", "when"} and "name" in b and "access" in b, f,
              f"must be a mapping with 'name', 'access' and optionally 'when', got {b!r}")
         want(isinstance(b["name"], str) and b["name"].isidentifier(), f + ".name", f"not an identifier: {b['name']!r}")
+        want(not _glsl_reserved(b["name"]), f + ".name", f"{b['name']!r} is a reserved word in GLSL",
+             "rename the binding (e.g. 'y' or 'dst' for an output)")
         want(b["access"] in ACCESS, f + ".access", f"unknown access {b['access']!r}", f"use one of {', '.join(ACCESS)}")
         when = b.get("when")
         want(when is None or isinstance(when, str), f + ".when", "must be an expression string")
@@ -242,6 +260,8 @@ def parse_spec(data: Any, path: Path | str, templates: Path | None = None) -> Op
         f = f"push_constants[{i}]"
         want(isinstance(p, dict) and set(p) == {"name", "type"}, f, f"must be a mapping with 'name' and 'type', got {p!r}")
         want(isinstance(p["name"], str) and p["name"].isidentifier(), f + ".name", f"not an identifier: {p['name']!r}")
+        want(not _glsl_reserved(p["name"]), f + ".name", f"{p['name']!r} is a reserved word in GLSL",
+             "rename the push constant")
         want(p["type"] in PUSH_TYPES, f + ".type", f"unknown type {p['type']!r}", f"use one of {', '.join(PUSH_TYPES)}")
         pl.append(PushConstant(p["name"], p["type"]))
     want(len({p.name for p in pl}) == len(pl), "push_constants", "names repeat")

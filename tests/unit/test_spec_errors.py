@@ -82,6 +82,14 @@ CASES = {
         "configs/ops/scale.yaml", SCALE_YAML.replace("vulkan: {wg_size: [32, 64, 128]}", "vulkan: {wg: [32, 64]}"),
         "{root}/configs/ops/scale.yaml: op 'scale', field 'tuning.vulkan.wg': 'wg' is not a declared param",
         "declare it under params"),
+    "binding-glsl-keyword": (
+        "configs/ops/copy.yaml", COPY_YAML.replace("{name: dst, access: write}", "{name: out, access: write}"),
+        "{root}/configs/ops/copy.yaml: op 'copy', field 'bindings[1].name': 'out' is a reserved word in GLSL",
+        "rename the binding (e.g. 'y' or 'dst' for an output)"),
+    "push-constant-glsl-reserved": (
+        "configs/ops/copy.yaml", COPY_YAML.replace("{name: n, type: uint}", "{name: gl_n, type: uint}"),
+        "{root}/configs/ops/copy.yaml: op 'copy', field 'push_constants[0].name': 'gl_n' is a reserved word in GLSL",
+        "rename the push constant"),
     "push-constant-type": (
         "configs/ops/copy.yaml", COPY_YAML.replace("type: uint", "type: u32"),
         "{root}/configs/ops/copy.yaml: op 'copy', field 'push_constants[0].type': unknown type 'u32'",
