@@ -1,6 +1,7 @@
 """Every unusable model file gets one clear ModelError naming the file and the problem."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -17,7 +18,8 @@ from .tiny_gguf import write_config, write_gguf
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("GEMFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path, write_config(tmp_path / "configs")
+    yield tmp_path, write_config(tmp_path / "configs")
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)       # an assembled model is 253 MB
 
 
 def error(fn, *args, **kw) -> str:
