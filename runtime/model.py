@@ -138,8 +138,9 @@ class Engine:
         self.attn_scale = float(cfg.query_pre_attn_scalar) ** -0.5
 
     # -- recording ------------------------------------------------------------------------
-    def _row(self, b: Buffer, row: int, width: int) -> View:
-        return View(b, row * width * 4, width * 4)
+    def _row(self, b: Buffer, row: int, width: int, count: int = 1) -> View:
+        """Rows [row, row + count) of a [*, width] fp32 buffer, as a bindable view."""
+        return View(b, row * width * 4, count * width * 4)
 
     def _layers(self, rec: Recording, T: int) -> None:
         cfg, k = self.cfg, self.k
@@ -244,7 +245,7 @@ class Engine:
                 while i + n < len(mine) and n < LOGIT_ROWS and mine[i + n] == r + n:
                     n += 1
                 rec = self.device.record(label="logits rows")
-                k.rmsnorm(rec, self._row(self.x, r, H), self.out_norm, self.xn, n, H, cfg.eps)
+                k.rmsnorm(rec, self._row(self.x, r, H, n), self.out_norm, self.xn, n, H, cfg.eps)
                 k.linear(rec, self.embed, self.xn, self.rows_logits, n)
                 rec.submit()
                 block = self.rows_logits.read(np.float32, n * V).reshape(n, V)

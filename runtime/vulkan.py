@@ -94,8 +94,8 @@ class DeviceInfo:
         """A short device key for tuning files: 'nvidia-h200', 'llvmpipe', ..."""
         import re
         n = self.name.lower()
-        for drop in ("nvidia ", "amd ", "(tm)", "graphics", "(radv", "llvm"):
-            n = n.replace(drop, " " if drop != "nvidia " else "nvidia ")
+        for drop in ("amd ", "(tm)", "graphics", "(radv"):
+            n = n.replace(drop, " ")
         n = re.sub(r"\(.*", "", n)
         n = re.sub(r"[^a-z0-9]+", "-", n).strip("-")
         return n or "unknown"
@@ -608,10 +608,15 @@ class Device:
         if not self._cache_path:
             return
         try:
-            data = vk.vkGetPipelineCacheData(self.handle, self._pipeline_cache)
+            # the `vulkan` package does not wrap vkGetPipelineCacheData: call it through cffi (size, then data)
+            size = vk.ffi.new("size_t *")
+            vk.lib.vkGetPipelineCacheData(self.handle, self._pipeline_cache, size, vk.ffi.NULL)
+            data = vk.ffi.new("char[]", size[0])
+            if vk.lib.vkGetPipelineCacheData(self.handle, self._pipeline_cache, size, data) != vk.VK_SUCCESS:
+                return
             self._cache_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._cache_path.with_suffix(".tmp")
-            tmp.write_bytes(bytes(data))
+            tmp.write_bytes(vk.ffi.buffer(data, size[0])[:])
             tmp.replace(self._cache_path)
         except (OSError, vk.VkError):
             pass  # a cache is an optimisation; failing to save it must not fail the run
