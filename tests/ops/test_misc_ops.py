@@ -1,0 +1,125 @@
+"""geglu, add, argmax and topk against numpy.
+
+geglu covers |x| up to 1e4 and beyond (a tanh written as (e^y - e^-y) / (e^y + e^-y) gives NaN there)
+with the spec's tolerance relative to max(1, max |ref|); argmax and topk must match exactly, including
+the lowest-index rule among equal values, across the workgroup chunks of a 262144-entry vocabulary.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gemforge.gen.spec import load_spec
+from gemforge.runtime import paths
+from gemforge.runtime import reference as ref
+from gemforge.runtime.errors import GemforgeError
+from tests.conftest import assert_close
+
+SPECS = {op: load_spec(paths.configs_dir() / "ops" / f"{op}.yaml") for op in ("geglu", "add")}
+SENTINEL = np.float32(-7.25e9)
+VOCAB = 262144
+
+
+def submit(device, fn):
+    rec = device.record()
+    fn(rec)
+    rec.submit()
+
+
+@pytest.mark.parametrize("T,F", [(1, 2048), (3, 1001)])
+def test_geglu(device, kernels, rng, T, F):
+    gu = rng.standard_normal((T, 2 * F)).astype(np.float32) * 3
+    gate = gu[:, :F].reshape(-1)
+    extremes = np.array([0.0, -0.0, 1e-4, -1e-4, 5, -5, 30, -30, 1e3, -1e3, 1e4, -1e4, 3e12, -3e12], np.float32)
+    gate[:extremes.size] = extremes                # x^3 overflows fp32 for the last pair
+    gu[:, :F] = gate.reshape(T, F)
+    by = device.upload(np.full((T + 1) * F, SENTINEL, np.float32))
+    submit(device, lambda rec: kernels.geglu(rec, device.upload(gu), by, T, F))
+    got = by.read()
+    assert np.all(got[T * F:] == SENTINEL), "geglu wrote past row T"
+    want = ref.geglu(gu)
+    # the large |x| products dwarf everything: check them, then the ordinary values at their own scale
+    big = np.abs(gu[:, :F]) > 100
+    assert_close(got[:T * F].reshape(T, F)[big], want[big], SPECS["geglu"].tolerance["f32"], "geglu |x| > 100")
+    assert_close(got[:T * F].reshape(T, F)[~big], want[~big], SPECS["geglu"].tolerance["f32"], "geglu")
+
+
+def test_gelu_reference():
+    x = np.array([-1e4, -3.0, -1.0, 0.0, 0.5, 1.0, 3.0, 1e4], np.float32)
+    want = [0.0, -0.0036373, -0.1588080, 0.0, 0.3457140, 0.8411920, 2.9963627, 1e4]
+    np.testing.assert_allclose(ref.gelu_tanh(x), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 1000, 70001])
+def test_add(device, kernels, rng, n):
+    a = (rng.standard_normal(n) * 1e4).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    by = device.upload(np.full(n + 4, SENTINEL, np.float32))
+    submit(device, lambda rec: kernels.add(rec, device.upload(a), device.upload(b), by, n))
+    got = by.read()
+    assert np.all(got[n:] == SENTINEL), "add wrote past n"
+    assert_close(got[:n], ref.add(a, b), SPECS["add"].tolerance["f32"], f"add n={n}")
+
+
+def vocab_with_ties(rng, V, top=(5.0, 4.0, 4.0, 3.5)):
+    """Random logits with equal maxima in different workgroup chunks (lowest index must win)."""
+    x = rng.standard_normal(V).astype(np.float32)
+    spots = [V - 1, 3 * V // 4, V // 2 + 1, 7] if V > 8 else list(range(V))
+    for s, v in zip(spots, (top[0], top[0], top[1], top[0])):
+        x[s] = v
+    return x
+
+
+def run_argmax(device, kernels, x):
+    out = device.upload(np.full(4, 0xDEADBEEF, np.uint32))
+    submit(device, lambda rec: kernels.argmax(rec, device.upload(x), out, x.size))
+    return int(out.read(np.uint32, 1)[0])
+
+
+@pytest.mark.parametrize("V", [VOCAB, 4097, 1001, 3])
+def test_argmax(device, kernels, rng, V):
+    x = vocab_with_ties(rng, V)
+    want = ref.argmax(x)
+    assert run_argmax(device, kernels, x) == want
+    x[want] = -np.inf      # the next of the equal maxima
+    assert run_argmax(device, kernels, x) == ref.argmax(x)
+
+
+def test_argmax_edge_values(device, kernels):
+    assert run_argmax(device, kernels, np.full(VOCAB, -3.0, np.float32)) == 0          # all equal
+    x = np.full(5000, -np.inf, np.float32)
+    x[4999] = -1e30
+    assert run_argmax(device, kernels, x) == 4999
+    assert run_argmax(device, kernels, np.full(777, -np.inf, np.float32)) == 0
+
+
+def run_topk(device, kernels, x, k):
+    vals = device.upload(np.full(k + 1, SENTINEL, np.float32))
+    idx = device.upload(np.full(k + 1, 0xDEADBEEF, np.uint32))
+    submit(device, lambda rec: kernels.topk(rec, device.upload(x), vals, idx, x.size, k))
+    v, i = vals.read(np.float32), idx.read(np.uint32)
+    assert v[k] == SENTINEL and i[k] == 0xDEADBEEF, "topk wrote past k"
+    return v[:k], i[:k]
+
+
+@pytest.mark.parametrize("V,k", [(VOCAB, 64), (VOCAB, 1), (VOCAB, 40), (1001, 50), (37, 37), (5, 3)])
+def test_topk(device, kernels, rng, V, k):
+    x = vocab_with_ties(rng, V)
+    if V > 2000:
+        x[1000:1100] = 2.75            # a run of equal values around the k-th place, across a chunk edge
+        x[5000:5005] = 2.75
+    v, i = run_topk(device, kernels, x, k)
+    wv, wi = ref.topk(x, k)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(v, wv)
+
+
+def test_bad_topk_and_argmax_calls(device, kernels):
+    b = device.buffer(VOCAB * 4)
+    rec = device.record()
+    with pytest.raises(GemforgeError, match=r"k=65 is outside 1\.\.64"):
+        kernels.topk(rec, b, b, b, VOCAB, 65)
+    with pytest.raises(GemforgeError, match=r"k=6 is outside 1\.\.5"):
+        kernels.topk(rec, b, b, b, 5, 6)
+    with pytest.raises(GemforgeError, match="buffer 'logits' has 1048576 bytes, the call needs 1048580"):
+        kernels.argmax(rec, b, b, VOCAB + 1)

@@ -1,0 +1,29 @@
+#version 450
+#extension GL_KHR_shader_subgroup_basic : enable
+#extension GL_KHR_shader_subgroup_arithmetic : enable
+// gemforge kernel geglu (generated from templates/glsl; do not edit)
+// One invocation per output element.
+layout(local_size_x = 256) in;
+layout(std430, set = 0, binding = 0) restrict readonly buffer B_gu { float gu[]; };
+layout(std430, set = 0, binding = 1) restrict writeonly buffer B_y { float y[]; };
+layout(push_constant) uniform PushConstants { uint T; uint F; } pc;
+
+// tanh from e = exp(-2|y|) in (0, 1]: never overflows, exact limits +-1 for large |y|.
+float tanh_stable(float y) {
+    const float e = exp(-2.0 * abs(y));
+    return sign(y) * (1.0 - e) / (1.0 + e);
+}
+
+float gelu_tanh(float x) {
+    const float SQRT_2_OVER_PI = 0.797884560802865356;
+    return 0.5 * x * (1.0 + tanh_stable(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)));
+}
+
+void main() {
+    const uint gid = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * 256;
+    if (gid >= pc.T * pc.F) return;
+    const uint t = gid / pc.F;
+    const uint f = gid % pc.F;
+    const uint base = t * 2u * pc.F;
+    y[gid] = gelu_tanh(gu[base + f]) * gu[base + pc.F + f];
+}
