@@ -278,14 +278,14 @@ def convert(path: Path, fmt: str, dest: Path, sha256: str, configs: Path | None 
     cfg = config_from_hparams(hp, path, configs)
     tensors = check_tensors(reader, cfg, path)
     root = dest.parent
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(root)
     tmp = root / f".{dest.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     index = {"version": CACHE_VERSION, "source": str(path), "sha256": sha256, "fmt": fmt, "hparams": hp,
              "tensors": {}}
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(root)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         with Progress(f"converting {path.name} to {fmt}", len(tensors), "tensors") as bar:
             for name, t in tensors.items():
                 shape = _matrix_shape(t)
@@ -300,6 +300,9 @@ def convert(path: Path, fmt: str, dest: Path, sha256: str, configs: Path | None 
         if dest.exists():                      # a stale or damaged cache: replace it
             shutil.rmtree(dest)
         os.rename(tmp, dest)
+    except OSError as e:
+        raise ModelError(f"cannot write the weight cache {dest}: {e.strerror or e}",
+                         "free disk space, or set GEMFORGE_CACHE_DIR to a writable folder with room") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     from .tokenizer import tokenizer_cached

@@ -119,3 +119,14 @@ def test_file_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
     f.write_bytes(b"abd")
     os.utime(f, ns=(1, 1))
     assert file_sha256(f) == hashlib.sha256(b"abd").hexdigest()
+
+
+def test_unwritable_cache_is_one_clear_error(tmp_path, monkeypatch):
+    from gemforge.runtime.errors import ModelError
+    path = write_gguf(tmp_path / "tiny.gguf")
+    blocker = tmp_path / "cache"
+    monkeypatch.setenv("GEMFORGE_CACHE_DIR", str(blocker))
+    blocker.mkdir()
+    (blocker / "weights").write_text("a file where the cache folder should be")
+    with pytest.raises(ModelError, match="cannot write the weight cache .* GEMFORGE_CACHE_DIR"):
+        load_weights(path, "q8_0", configs=write_config(tmp_path / "configs"))
