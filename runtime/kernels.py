@@ -60,8 +60,9 @@ class Weight:
 def row_words(fmt: str, K: int) -> tuple[int, int]:
     """(quant words, scale words) per row of a [N, K] matrix in ``fmt`` (see formats.py)."""
     Kp = formats.round_up(K, formats.BLOCK)
-    return {"f32": (Kp, 0), "f16": (Kp // 2, 0), "q8_0": (Kp // 4, Kp // 64),
-            "q4_0": (Kp // 8, Kp // 64)}[formats.check_format(fmt)]
+    sw = formats.scale_words(K)
+    return {"f32": (Kp, 0), "f16": (Kp // 2, 0), "q8_0": (Kp // 4, sw),
+            "q4_0": (Kp // 8, sw)}[formats.check_format(fmt)]
 
 
 def upload_packed_weight(device: Device, words: np.ndarray, fmt: str, N: int, K: int, name: str = "",
@@ -124,13 +125,18 @@ class KernelsBase:
 
 class NormOps:
     # -- norms -------------------------------------------------------------------------------
-    def rmsnorm(self, rec: Recording, x, w, y, rows: int, L: int, eps: float, residual=None) -> None:
-        """y = x / rms(x) * w per row of length L; with ``residual``: y = residual + that."""
-        mode = "add" if residual is not None else "plain"
+    def rmsnorm(self, rec: Recording, x, w, y, rows: int, L: int, eps: float, residual=None, w2=None, z=None) -> None:
+        """y = x / rms(x) * w per row of length L; with ``residual``: y = residual + that;
+        with ``w2`` and ``z`` as well: z = y / rms(y) * w2 (the next norm, fused)."""
+        if (w2 is None) != (z is None) or (w2 is not None and residual is None):
+            raise GemforgeError("rmsnorm: w2 and z go together, and only with a residual")
+        mode = "add_norm" if w2 is not None else ("add" if residual is not None else "plain")
         prog = self.program("rmsnorm", mode=mode)
         bufs = {"x": x, "w": w, "y": y}
         if residual is not None:
             bufs["r"] = residual
+        if w2 is not None:
+            bufs.update(w2=w2, z=z)
         rec.dispatch(prog, bufs, {"rows": rows, "L": L, "eps": eps}, groups_2d(rows))
 
 

@@ -143,10 +143,14 @@ class Engine:
         return View(b, row * width * 4, count * width * 4)
 
     def _layers(self, rec: Recording, T: int) -> None:
+        """Every decoder layer for T rows: x (the residual stream) in, x out.
+
+        Each sub-block's closing residual add is fused with the next sub-block's input norm
+        (rmsnorm add_norm), so xn always holds the normed input of what comes next."""
         cfg, k = self.cfg, self.k
         H, D, Hq, Hkv = cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
-        for L in self.layers:
-            k.rmsnorm(rec, self.x, L.attn_norm, self.xn, T, H, cfg.eps)
+        k.rmsnorm(rec, self.x, self.layers[0].attn_norm, self.xn, T, H, cfg.eps)
+        for i, L in enumerate(self.layers):
             k.linear(rec, L.wq, self.xn, self.q, T)
             k.linear(rec, L.wk, self.xn, self.kk, T)
             k.linear(rec, L.wv, self.xn, self.v, T)
@@ -159,12 +163,17 @@ class Engine:
             k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, self.ctrl, T, Hq, Hkv, D, L.cache_len,
                         L.window, self.attn_scale)
             k.linear(rec, L.wo, self.attn, self.o, T)
-            k.rmsnorm(rec, self.o, L.post_attn_norm, self.h, T, H, cfg.eps, residual=self.x)
-            k.rmsnorm(rec, self.h, L.ffn_norm, self.xn, T, H, cfg.eps)
+            # h = x + post_attn_norm(o); xn = ffn_norm(h)
+            k.rmsnorm(rec, self.o, L.post_attn_norm, self.h, T, H, cfg.eps, residual=self.x, w2=L.ffn_norm, z=self.xn)
             k.linear(rec, L.w_gate_up, self.xn, self.gu, T)
             k.geglu(rec, self.gu, self.act, T, cfg.ffn)
             k.linear(rec, L.w_down, self.act, self.down, T)
-            k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h)
+            # x = h + post_ffn_norm(down); xn = the next layer's attn_norm(x)
+            if i + 1 < len(self.layers):
+                k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h,
+                          w2=self.layers[i + 1].attn_norm, z=self.xn)
+            else:
+                k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h)
 
     def _step(self, T: int, head: str, topk: int = 0) -> Recording:
         """The recorded step for T rows. head: 'argmax' | 'topk' | 'logits' (last row) | 'none'."""

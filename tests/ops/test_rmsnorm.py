@@ -8,14 +8,20 @@ TOL = 1e-5
 
 
 @pytest.mark.parametrize("rows,L", [(1, 640), (7, 640), (4, 256), (3, 1000), (16, 5376)])
-@pytest.mark.parametrize("mode", ["plain", "add"])
+@pytest.mark.parametrize("mode", ["plain", "add", "add_norm"])
 def test_rmsnorm(device, kernels, rng, rows, L, mode):
     x = (rng.standard_normal((rows, L)) * 300).astype(np.float32)   # the residual stream grows large
     w = (1 + rng.standard_normal(L) * 0.1).astype(np.float32)
     r = rng.standard_normal((rows, L)).astype(np.float32) * 1000
+    w2 = (1 + rng.standard_normal(L) * 0.1).astype(np.float32)
     bx, bw, br, by = device.upload(x), device.upload(w), device.upload(r), device.buffer(x.nbytes)
+    bw2, bz = device.upload(w2), device.buffer(x.nbytes)
     rec = device.record()
-    kernels.rmsnorm(rec, bx, bw, by, rows, L, 1e-6, residual=br if mode == "add" else None)
+    fused = mode == "add_norm"
+    kernels.rmsnorm(rec, bx, bw, by, rows, L, 1e-6, residual=br if mode != "plain" else None,
+                    w2=bw2 if fused else None, z=bz if fused else None)
     rec.submit()
-    want = ref.rmsnorm(x, w) + (r if mode == "add" else 0)
+    want = ref.rmsnorm(x, w) + (r if mode != "plain" else 0)
     assert_close(by.read().reshape(rows, L), want, TOL, f"rmsnorm {mode} {rows}x{L}")
+    if fused:
+        assert_close(bz.read().reshape(rows, L), ref.rmsnorm(want, w2), TOL, f"rmsnorm add_norm z {rows}x{L}")
