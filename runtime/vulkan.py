@@ -450,7 +450,15 @@ class Recording:
         vk.vkGetQueryPoolResults(self.device.handle, self.query_pool, 0, n, 8 * n, vk.ffi.from_buffer(out), 8,
                                  vk.VK_QUERY_RESULT_64_BIT | vk.VK_QUERY_RESULT_WAIT_BIT)
         ts = out.astype(np.float64) * self.device.info.timestamp_period * 1e-9
-        return [(name, float(ts[2 * i + 1] - ts[2 * i])) for i, name in enumerate(self.names)]
+        # A top-of-pipe timestamp can be written before the barrier ahead of it has drained the
+        # previous dispatch, so a dispatch's start is the later of its own top timestamp and the
+        # previous dispatch's end: dispatches in a recording run one after another.
+        res, prev_end = [], None
+        for i, name in enumerate(self.names):
+            start = ts[2 * i] if prev_end is None else max(ts[2 * i], prev_end)
+            res.append((name, float(max(0.0, ts[2 * i + 1] - start))))
+            prev_end = ts[2 * i + 1]
+        return res
 
     def destroy(self) -> None:
         if self.cmd is None:
