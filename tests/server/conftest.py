@@ -1,8 +1,11 @@
-"""One real model (the default Gemma 3 270M, q8_0) and one server on 127.0.0.1 per test session.
+"""Two servers on 127.0.0.1 per test session, each stopped at its end:
 
-``reference(prompt, **sampling)`` runs the same request through the Python API (``Model.generate``)
-while holding the server worker's lock, so it never overlaps a request the server is serving.
-Generations stay short (a few tokens): lavapipe decodes a handful of tokens per second.
+- ``server``: the real default model (Gemma 3 270M, q8_0), for the text the `openai` client gets and
+  for the bad requests (which never reach the model).  ``reference(prompt, **sampling)`` runs the same
+  request through the Python API while holding the worker's lock, so it never overlaps the server.
+  lavapipe needs seconds per request, so there are few such requests and they are short.
+- ``standin_server``: ``standin.StandIn`` in place of the model, for the plumbing that needs many
+  requests: concurrency, order, cancellation, parameters, failures.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from .serving import running
+from .standin import StandIn
 
 CONTEXT = 512   # small KV cache: quick to allocate, and a prompt over it is cheap to build
 
@@ -23,6 +27,11 @@ class Reference:
     finish_reason: str      # OpenAI's: 'stop' | 'length'
 
 
+def openai_client(base_url: str):
+    import openai
+    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
+
+
 @pytest.fixture(scope="session")
 def model(build):
     from gemforge.runtime.model import Model
@@ -31,7 +40,7 @@ def model(build):
 
 @pytest.fixture(scope="session")
 def server(model):
-    """(api, base_url); the server stops at the end of the session."""
+    """(api, base_url) of the server over the real model."""
     with running(model) as (api, base_url):
         yield api, base_url
 
@@ -53,25 +62,36 @@ def model_id(model):
 
 @pytest.fixture
 def client(base_url):
-    import openai
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
+    return openai_client(base_url)
 
 
 @pytest.fixture(scope="session")
 def reference(model, api):
-    """The Python API's answer to a prompt (text -> BOS + tokens, or token ids), cached per request."""
+    """The Python API's answer (``Model.generate``) to a prompt: text (BOS is added) or token ids."""
     from gemforge.runtime.openai_api import FINISH
-    cache: dict = {}
 
     def run(prompt, **kw) -> Reference:
-        key = (prompt if isinstance(prompt, str) else tuple(prompt), tuple(sorted(kw.items())))
-        if key not in cache:
-            with api.worker.lock:
-                text = "".join(model.generate(prompt, **kw))
-                s = model.stats
-                cache[key] = Reference(text, s.prompt_tokens, s.generated_tokens, FINISH[s.finish_reason])
-        return cache[key]
+        with api.worker.lock:
+            text = "".join(model.generate(prompt, **kw))
+            s = model.stats
+            return Reference(text, s.prompt_tokens, s.generated_tokens, FINISH[s.finish_reason])
     return run
+
+
+@pytest.fixture(scope="session")
+def standin():
+    return StandIn()
+
+
+@pytest.fixture(scope="session")
+def standin_server(standin):
+    with running(standin) as (api, base_url):
+        yield api, base_url
+
+
+@pytest.fixture
+def standin_client(standin_server):
+    return openai_client(standin_server[1])
 
 
 def gemma_chat(tokenizer, user: str) -> list[int]:
