@@ -29,7 +29,7 @@ setup:
 	bash scripts/setup.sh
 
 kernels: setup
-	$(GEMFORGE) kernels $(KERNEL_ARGS)
+	$(GEMFORGE) kernels $(KERNEL_ARGS) && $(GEMFORGE) kernels --target npu $(KERNEL_ARGS)
 
 test: kernels
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests

@@ -241,6 +241,9 @@ def _compile_all(planned: list[Planned], build_dir: Path, old: mf.Manifest, comp
                     failures.append((p, e))
                 if progress:
                     progress(done, len(todo))
+    for name, a in old.artifacts.items():  # other targets' artifacts (npu: gen/npu/build.py) are not ours to drop
+        if a.target != "vulkan" and name not in manifest.artifacts:
+            manifest.artifacts[name] = a
     if ops:  # a partial build keeps the other ops' artifacts
         for name, a in old.artifacts.items():
             if a.op not in ops and name not in manifest.artifacts:

@@ -32,11 +32,11 @@ def require(tool: str) -> str:
 
 
 def run_tool(cmd: list[str], *, hint: str | None = None, input: bytes | None = None,
-             timeout: float | None = 600) -> subprocess.CompletedProcess:
+             timeout: float | None = 600, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
     require(cmd[0])
     name = os.path.basename(cmd[0])
     try:
-        proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
+        proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired:
         raise ToolError(f"{name} did not finish within {timeout} s:\n  $ {shlex.join(cmd)}", cmd=cmd,
                         hint=hint) from None
