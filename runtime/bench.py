@@ -132,7 +132,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     prefill_prof = _profile(rec)
     rec.destroy()
 
-    weight_bytes = sum(w.nbytes for L in engine.layers for w in (L.wq, L.wk, L.wv, L.wo, L.w_gate_up, L.w_down))
+    weight_bytes = sum(w.nbytes for L in engine.layers for w in (L.wqkv, L.wo, L.w_gate_up, L.w_down))
     head_bytes = engine.embed.nbytes
     per_token = weight_bytes + head_bytes
     bw = read_bandwidth(dev, kern)

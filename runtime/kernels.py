@@ -93,6 +93,17 @@ def upload_weight(device: Device, w: np.ndarray, fmt: str, name: str = "", max_p
     return upload_packed_weight(device, formats.pack(w, fmt), fmt, N, K, name, max_part_bytes)
 
 
+def concat_packed(mats: list[tuple[np.ndarray, int, int]], fmt: str) -> tuple[np.ndarray, int, int]:
+    """Packed matrices of one K stacked by rows into one packed matrix (quants, then scales)."""
+    K = mats[0][2]
+    if any(k != K for _, _, k in mats):
+        raise GemforgeError("concat_packed needs matrices of one K")
+    qw, sw = row_words(fmt, K)
+    quants = [np.asarray(w, np.uint32)[:n * qw] for w, n, _ in mats]
+    scales = [np.asarray(w, np.uint32)[n * qw:n * (qw + sw)] for w, n, _ in mats]
+    return np.concatenate(quants + scales), sum(n for _, n, _ in mats), K
+
+
 def stack_rows(*ws: Weight, name: str = "") -> Weight:
     """One logical weight whose rows are ``ws`` one after another (no copy: their parts, renumbered)."""
     fmt, K = ws[0].fmt, ws[0].K
@@ -138,6 +149,18 @@ class NormOps:
         if w2 is not None:
             bufs.update(w2=w2, z=z)
         rec.dispatch(prog, bufs, {"rows": rows, "L": L, "eps": eps}, groups_2d(rows))
+
+    # -- fused ops ---------------------------------------------------------------------------
+    def qk_rope(self, rec: Recording, qkv, qw, kw, ctrl, qn, kcache, vcache, T: int, Hq: int, Hkv: int, D: int,
+                C: int, eps: float, base: float, scale: float) -> None:
+        """From qkv [T, (Hq + 2 Hkv) D]: per-head RMSNorm + NEOX RoPE of q (-> qn [T, Hq, D]) and k
+        (-> kcache slot), v copied to vcache; row t is at position ctrl[0] + t, slot = position mod C."""
+        if not 0 < T <= C:
+            raise GemforgeError(f"qk_rope: {T} rows do not fit a {C}-slot cache")
+        prog = self.program("qk_rope", head_dim=D)
+        bufs = {"qkv": qkv, "qw": qw, "kw": kw, "freqs": self._rope_table(D, base, scale), "ctrl": ctrl,
+                "qn": qn, "kcache": kcache, "vcache": vcache}
+        rec.dispatch(prog, bufs, {"T": T, "Hq": Hq, "Hkv": Hkv, "C": C, "eps": eps}, groups_2d(T * (Hq + 2 * Hkv)))
 
 
 def _mixins():

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import ModelConfig
 from .errors import GemforgeError, ModelError
-from .kernels import Kernels, Weight, stack_rows, upload_packed_weight
+from .kernels import Kernels, Weight, concat_packed, upload_packed_weight
 from .sampling import Sampler, SamplingParams
 from .vulkan import Buffer, Device, Recording, View
 
@@ -34,9 +34,7 @@ DEFAULT_CONTEXT = 8192   # the KV cache length unless --context says otherwise (
 @dataclass
 class Layer:
     attn_norm: Buffer
-    wq: Weight
-    wk: Weight
-    wv: Weight
+    wqkv: Weight            # q rows, then k rows, then v rows: one [(Hq + 2 Hkv) D, H] matrix
     wo: Weight
     q_norm: Buffer
     k_norm: Buffer
@@ -82,9 +80,11 @@ class Engine:
         H, D = cfg.hidden, cfg.head_dim
         self.fmt = store.fmt
 
-        def mat(name):
-            words, N, K = store.matrix(name)
-            return upload_packed_weight(device, words, self.fmt, N, K, name)
+        def mat(*names):
+            """One device matrix: the named GGUF matrices stacked by rows (one dispatch reads them all)."""
+            mats = [store.matrix(n) for n in names]
+            words, N, K = mats[0] if len(mats) == 1 else concat_packed(mats, self.fmt)
+            return upload_packed_weight(device, words, self.fmt, N, K, "+".join(names))
 
         def vec(name):
             return device.upload(np.asarray(store.vector(name), np.float32), name)
@@ -97,12 +97,12 @@ class Engine:
             glob = cfg.is_global(i)
             C = context if glob else min(context, cfg.window + MAX_CHUNK)
             kv_bytes = C * cfg.kv_dim * 4
-            gate, up = mat(p + "ffn_gate.weight"), mat(p + "ffn_up.weight")
             self.layers.append(Layer(
-                attn_norm=vec(p + "attn_norm.weight"), wq=mat(p + "attn_q.weight"), wk=mat(p + "attn_k.weight"),
-                wv=mat(p + "attn_v.weight"), wo=mat(p + "attn_output.weight"), q_norm=vec(p + "attn_q_norm.weight"),
+                attn_norm=vec(p + "attn_norm.weight"),
+                wqkv=mat(p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"),
+                wo=mat(p + "attn_output.weight"), q_norm=vec(p + "attn_q_norm.weight"),
                 k_norm=vec(p + "attn_k_norm.weight"), post_attn_norm=vec(p + "post_attention_norm.weight"),
-                ffn_norm=vec(p + "ffn_norm.weight"), w_gate_up=stack_rows(gate, up, name=p + "ffn_gate_up"),
+                ffn_norm=vec(p + "ffn_norm.weight"), w_gate_up=mat(p + "ffn_gate.weight", p + "ffn_up.weight"),
                 w_down=mat(p + "ffn_down.weight"), post_ffn_norm=vec(p + "post_ffw_norm.weight"),
                 kcache=device.buffer(kv_bytes, p + "kcache"), vcache=device.buffer(kv_bytes, p + "vcache"),
                 cache_len=C, window=0 if glob else cfg.window,
@@ -116,11 +116,8 @@ class Engine:
         self.x = buf(T * H * f32, "x")
         self.h = buf(T * H * f32, "h")
         self.xn = buf(T * H * f32, "xn")
-        self.q = buf(T * cfg.q_dim * f32, "q")
+        self.qkv = buf(T * (cfg.q_dim + 2 * cfg.kv_dim) * f32, "qkv")
         self.qn = buf(T * cfg.q_dim * f32, "qn")
-        self.kk = buf(T * cfg.kv_dim * f32, "k")
-        self.kn = buf(T * cfg.kv_dim * f32, "kn")
-        self.v = buf(T * cfg.kv_dim * f32, "v")
         self.attn = buf(T * cfg.q_dim * f32, "attn")
         self.o = buf(T * H * f32, "o")
         self.gu = buf(T * 2 * cfg.ffn * f32, "gate_up")
@@ -151,15 +148,10 @@ class Engine:
         H, D, Hq, Hkv = cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
         k.rmsnorm(rec, self.x, self.layers[0].attn_norm, self.xn, T, H, cfg.eps)
         for i, L in enumerate(self.layers):
-            k.linear(rec, L.wq, self.xn, self.q, T)
-            k.linear(rec, L.wk, self.xn, self.kk, T)
-            k.linear(rec, L.wv, self.xn, self.v, T)
-            k.rmsnorm(rec, self.q, L.q_norm, self.qn, T * Hq, D, cfg.eps)
-            k.rmsnorm(rec, self.kk, L.k_norm, self.kn, T * Hkv, D, cfg.eps)
-            k.rope(rec, self.qn, self.ctrl, T, Hq, D, L.rope_base, L.rope_scale)
-            k.rope(rec, self.kn, self.ctrl, T, Hkv, D, L.rope_base, L.rope_scale)
-            k.kv_write(rec, self.kn, L.kcache, self.ctrl, T, L.cache_len, cfg.kv_dim)
-            k.kv_write(rec, self.v, L.vcache, self.ctrl, T, L.cache_len, cfg.kv_dim)
+            k.linear(rec, L.wqkv, self.xn, self.qkv, T)
+            # q_norm/k_norm per head, RoPE, and k, v into the cache: one dispatch
+            k.qk_rope(rec, self.qkv, L.q_norm, L.k_norm, self.ctrl, self.qn, L.kcache, L.vcache, T, Hq, Hkv, D,
+                      L.cache_len, cfg.eps, L.rope_base, L.rope_scale)
             k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, self.ctrl, T, Hq, Hkv, D, L.cache_len,
                         L.window, self.attn_scale)
             k.linear(rec, L.wo, self.attn, self.o, T)
