@@ -12,6 +12,9 @@ storage features:
 | q8_0   | N*Kp int8, 4 per word (element 4w+j in byte j)    | N*Kp/32 fp16 scales, 2 per word     | 1.0625       |
 | q4_0   | N*Kp nibbles q in 0..15, 8 per word (el. 8w+j in nibble j), value (q-8)*d | N*Kp/32 fp16 scales | 0.5625 |
 
+Each row's scales fill ``scale_words(K) = ceil(Kp/64)`` words: when Kp/32 is odd the row's last
+word has a zero upper half, so every row's scales start on a word (no Gemma shape has odd Kp/32).
+
 q8_0 is int8 symmetric (d = max|x| / 127) and q4_0 int4 symmetric with ggml's rounding
 (d = m / -8 where m is the element of largest magnitude), both in blocks of 32 along K.
 The scales start at word ``scale_offset(fmt, N, Kp)``.
@@ -36,15 +39,21 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+def scale_words(K: int) -> int:
+    """Words of fp16 scales per row of a block format (2 per word, the row's last word padded)."""
+    return (round_up(K, BLOCK) // BLOCK + 1) // 2
+
+
 def bytes_per_row(fmt: str, K: int) -> int:
     Kp = round_up(K, BLOCK)
-    return {"f32": 4 * Kp, "f16": 2 * Kp, "q8_0": Kp + Kp // BLOCK * 2, "q4_0": Kp // 2 + Kp // BLOCK * 2}[check_format(fmt)]
+    return {"f32": 4 * Kp, "f16": 2 * Kp, "q8_0": Kp + 4 * scale_words(K),
+            "q4_0": Kp // 2 + 4 * scale_words(K)}[check_format(fmt)]
 
 
 def packed_words(fmt: str, N: int, K: int) -> int:
     Kp = round_up(K, BLOCK)
-    return {"f32": N * Kp, "f16": N * Kp // 2, "q8_0": N * Kp // 4 + N * Kp // BLOCK // 2,
-            "q4_0": N * Kp // 8 + N * Kp // BLOCK // 2}[check_format(fmt)]
+    return {"f32": N * Kp, "f16": N * Kp // 2, "q8_0": N * Kp // 4 + N * scale_words(K),
+            "q4_0": N * Kp // 8 + N * scale_words(K)}[check_format(fmt)]
 
 
 def scale_offset(fmt: str, N: int, K: int) -> int:
@@ -100,13 +109,21 @@ def pack(w: np.ndarray, fmt: str) -> np.ndarray:
         return _pad(w).astype(np.float16).reshape(-1).view(np.uint32)
     if fmt == "q8_0":
         q, d = quantize_q8_0(w)
-        return np.concatenate([q.reshape(-1).view(np.uint32), d.reshape(-1).view(np.uint32)])
+        return np.concatenate([q.reshape(-1).view(np.uint32), _scale_words(d)])
     q, d = quantize_q4_0(w)
     nib = q.reshape(-1, 8).astype(np.uint32)
     words = np.zeros(nib.shape[0], np.uint32)
     for j in range(8):
         words |= nib[:, j] << np.uint32(4 * j)
-    return np.concatenate([words, d.reshape(-1).view(np.uint32)])
+    return np.concatenate([words, _scale_words(d)])
+
+
+def _scale_words(d: np.ndarray) -> np.ndarray:
+    """fp16 scales [N, Kp/32] -> uint32 words, each row padded to whole words."""
+    N, nb = d.shape
+    if nb % 2:
+        d = np.concatenate([d, np.zeros((N, 1), np.float16)], axis=1)
+    return np.ascontiguousarray(d).reshape(-1).view(np.uint32)
 
 
 def unpack(words: np.ndarray, fmt: str, N: int, K: int) -> np.ndarray:
@@ -119,7 +136,8 @@ def unpack(words: np.ndarray, fmt: str, N: int, K: int) -> np.ndarray:
     if fmt == "f16":
         return words[:N * Kp // 2].view(np.float16).astype(np.float32).reshape(N, Kp)[:, :K]
     so = scale_offset(fmt, N, K)
-    d = words[so:so + N * Kp // BLOCK // 2].view(np.float16).astype(np.float32).reshape(N, Kp // BLOCK)
+    sw = scale_words(K)
+    d = words[so:so + N * sw].view(np.float16).astype(np.float32).reshape(N, 2 * sw)[:, :Kp // BLOCK]
     if fmt == "q8_0":
         q = words[:so].view(np.int8).astype(np.float32).reshape(N, Kp // BLOCK, BLOCK)
     else:

@@ -1,0 +1,70 @@
+"""Kernel calls of the matrix-product family and the embedding gather (a mixin of ``Kernels``).
+
+``linear`` picks the decode matrix-vector kernel for one row and the prefill matrix-matrix
+kernel of the smallest sequence bucket that holds T rows; ``embed`` gathers table rows.
+Weights split in row parts get one dispatch per part: a part writes only its own outputs
+(columns row0 .. row0 + rows of y, or the tokens whose id falls in its rows).
+"""
+from __future__ import annotations
+
+from .errors import GemforgeError
+from .kernels import Weight, cdiv, groups_2d
+from .vulkan import Buffer, Recording, View
+
+
+def _need(what: str, b: Buffer | View, nbytes: int, hint: str) -> None:
+    """A buffer too small for the call would be read or written out of bounds on the GPU: refuse it."""
+    if b.nbytes < nbytes:
+        name = b.buffer.name if isinstance(b, View) else b.name
+        raise GemforgeError(f"{what}: buffer '{name}' holds {b.nbytes} bytes, {nbytes} needed", hint)
+
+
+class LinearOps:
+    # -- matrix products ------------------------------------------------------------------------
+    def buckets(self, fmt: str) -> list[int]:
+        """The prefill buckets built for weight format ``fmt``, ascending."""
+        key = ("matmul-buckets", fmt)
+        got = self._cache.get(key)
+        if got is None:
+            got = self._cache[key] = sorted({a.axes["bucket"] for a in self.manifest.artifacts.values()
+                                             if a.op == "matmul" and a.axes.get("format") == fmt})
+        return got
+
+    def linear(self, rec: Recording, W: Weight, x, y, T: int) -> None:
+        """y[T, W.N] = x[T, W.K] @ W.T in fp32 (T == 1: matvec; T <= 256: matmul of the bucket >= T)."""
+        buckets = self.buckets(W.fmt)
+        if not buckets:
+            raise GemforgeError(f"linear '{W.name}': no matmul kernels for weight format {W.fmt} in the build",
+                                "run `make kernels`")
+        if not 1 <= T <= buckets[-1]:
+            raise GemforgeError(f"linear '{W.name}': T = {T} rows; a call takes 1 to {buckets[-1]} rows "
+                                f"(the largest prefill bucket)", f"split the rows into chunks of at most {buckets[-1]}")
+        _need(f"linear '{W.name}' x", x, 4 * T * W.K, f"x must hold [{T}, {W.K}] fp32")
+        _need(f"linear '{W.name}' y", y, 4 * T * W.N, f"y must hold [{T}, {W.N}] fp32")
+        if T == 1:
+            prog = self.program("matvec", format=W.fmt)
+            R = prog.artifact.values["rows_per_wg"]
+            for p in W.parts:
+                rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y}, {"K": W.K, "rows": p.rows, "row0": p.row0},
+                             groups_2d(cdiv(p.rows, R)))
+            return
+        bucket = next(b for b in buckets if b >= T)
+        prog = self.program("matmul", format=W.fmt, bucket=bucket)
+        v = prog.artifact.values
+        tm, tn = min(v["tile_m"], bucket), v["tile_n"]
+        for p in W.parts:
+            rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y},
+                         {"T": T, "K": W.K, "rows": p.rows, "row0": p.row0, "ldy": W.N},
+                         (cdiv(p.rows, tn), cdiv(T, tm)))
+
+    # -- embedding ------------------------------------------------------------------------------
+    def embed(self, rec: Recording, table: Weight, ids, out, T: int, scale: float) -> None:
+        """out[t, :] = dequant(table row ids[t]) * scale for t < T (ids: uint32 [T])."""
+        if T < 1:
+            raise GemforgeError(f"embed '{table.name}': T = {T} tokens; at least 1 is needed")
+        _need(f"embed '{table.name}' ids", ids, 4 * T, f"ids must hold {T} uint32 token ids")
+        _need(f"embed '{table.name}' out", out, 4 * T * table.K, f"out must hold [{T}, {table.K}] fp32")
+        prog = self.program("embed", format=table.fmt)
+        for p in table.parts:
+            rec.dispatch(prog, {"table": p.buffer, "ids": ids, "y": out},
+                         {"K": table.K, "T": T, "rows": p.rows, "row0": p.row0, "scale": scale}, groups_2d(T))

@@ -1,0 +1,159 @@
+"""linear (matvec for T = 1, bucketed matmul for 1 < T <= 256) against the numpy reference, every format.
+
+The reference multiplies by the exact values the device holds (formats.quantize_roundtrip /
+formats.unpack), so the tolerance (the spec's, relative to max |ref|) covers only the order of
+the fp32 sums. Activations up to ~1e3, weights ~0.05 (Gemma's scale). Output rows >= T and
+columns outside the weight are pre-filled with a sentinel that must survive.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gemforge.gen.spec import BUCKETS, load_spec
+from gemforge.runtime import formats, paths
+from gemforge.runtime import reference as ref
+from gemforge.runtime.errors import GemforgeError
+from gemforge.runtime.kernels import row_words, upload_packed_weight, upload_weight
+from tests.conftest import assert_close
+
+FORMATS = formats.FORMATS
+SPECS = {op: load_spec(paths.configs_dir() / "ops" / f"{op}.yaml") for op in ("matvec", "matmul")}
+SENTINEL = np.float32(-7.25e9)
+
+
+def tolerance(fmt: str, T: int) -> float:
+    return SPECS["matvec" if T == 1 else "matmul"].tolerance[fmt]
+
+
+def expected_kernel(fmt: str, T: int) -> str:
+    if T == 1:
+        return f"matvec_{fmt}"
+    return f"matmul_{fmt}_b{min(b for b in BUCKETS if b >= T)}"
+
+
+def make(rng, T, N, K):
+    x = rng.uniform(-1e3, 1e3, (T, K)).astype(np.float32)
+    w = (rng.standard_normal((N, K)) * 0.05).astype(np.float32)
+    return x, w
+
+
+def run(device, kernels, W, x, T, pad_rows=0):
+    """linear on the device; returns (y [T, N], the names of the dispatched kernels). Checks the padding."""
+    N = W.N
+    bx = device.upload(x)
+    by = device.upload(np.full((T + pad_rows, N), SENTINEL, np.float32))
+    rec = device.record()
+    kernels.linear(rec, W, bx, by, T)
+    rec.submit()
+    names = [n.split("@")[0] for n in rec.names]
+    rec.destroy()
+    y = by.read(np.float32, (T + pad_rows) * N).reshape(T + pad_rows, N)
+    assert np.all(y[T:] == SENTINEL), "linear wrote rows >= T"
+    return y[:T], names
+
+
+@pytest.mark.parametrize("T", [1, 2, 17, 33, 100, 256])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_and_bucket(device, kernels, rng, fmt, T):
+    """K = 1000: not a multiple of the tile nor of a 16-byte chunk of q8_0/q4_0; N = 77: odd."""
+    N, K = 77, 1000
+    x, w = make(rng, T, N, K)
+    W = upload_weight(device, w, fmt, "w")
+    bucket = min((b for b in BUCKETS if b >= T), default=0)
+    y, names = run(device, kernels, W, x, T, pad_rows=max(0, bucket - T))
+    assert names == [expected_kernel(fmt, T)]
+    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T), f"linear {fmt} T={T}")
+
+
+@pytest.mark.parametrize("T", [1, 17])
+@pytest.mark.parametrize("N,K", [(1, 100), (3, 32), (131, 40), (64, 96), (9, 5376)])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_awkward_shapes(device, kernels, rng, fmt, N, K, T):
+    """N = 1, odd N, a workgroup's rows not filled, K < a tile, odd numbers of blocks, the 27B hidden size."""
+    x, w = make(rng, T, N, K)
+    W = upload_weight(device, w, fmt, "w")
+    y, _ = run(device, kernels, W, x, T, pad_rows=3)
+    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T), f"linear {fmt} {N}x{K} T={T}")
+
+
+@pytest.mark.parametrize("T", [1, 40])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_split_weight(device, kernels, rng, fmt, T):
+    """A weight in row parts (as a vocabulary-sized head is): each part writes its own columns of y."""
+    N, K = 1001, 160
+    x, w = make(rng, T, N, K)
+    qw, sw = row_words(fmt, K)
+    W = upload_weight(device, w, fmt, "w", max_part_bytes=4 * (qw + sw) * 300)
+    assert len(W.parts) == 4 and W.parts[-1].rows != W.parts[0].rows
+    y, names = run(device, kernels, W, x, T, pad_rows=2)
+    assert names == [expected_kernel(fmt, T)] * 4
+    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T), f"split linear {fmt} T={T}")
+
+
+def _dequant_rows(words, fmt, N, K, rows):
+    """formats.unpack of the given rows of a packed [N, K] matrix (quants and scales gathered alike)."""
+    qw, sw = row_words(fmt, K)
+    part = np.concatenate([words[:N * qw].reshape(N, qw)[rows].reshape(-1),
+                           words[N * qw:].reshape(N, sw)[rows].reshape(-1)])
+    return formats.unpack(part, fmt, len(rows), K)
+
+
+@pytest.fixture(scope="module")
+def vocab_head(device):
+    """The tied 270M embedding / output head, 262144 x 640 q8_0 (178 MB: random codes, Gemma-sized scales)."""
+    N, K, fmt = 262144, 640, "q8_0"
+    rng = np.random.default_rng(7)
+    qw, sw = row_words(fmt, K)
+    quants = np.frombuffer(rng.bytes(4 * N * qw), np.uint32)
+    scales = (rng.uniform(0.5, 1.5, N * sw * 2) * 0.05 / 73).astype(np.float16).view(np.uint32)
+    words = np.concatenate([quants, scales])
+    return upload_packed_weight(device, words, fmt, N, K, "token_embd"), words
+
+
+def test_vocab_sized_head_and_tied_embedding(device, kernels, vocab_head):
+    """Logits of one token over the whole vocabulary, and embedding rows from the same weight.
+
+    The weight is larger than lavapipe's 128 MiB binding limit, so it comes in row parts. The
+    reference is checked on every 16th row plus every row near a part boundary and the ends.
+    """
+    W, words = vocab_head
+    N, K = W.N, W.K
+    if W.nbytes > device.info.max_buffer_bytes:
+        assert len(W.parts) >= 2
+    edges = [p.row0 for p in W.parts] + [N]
+    rows = np.unique(np.concatenate([np.arange(0, N, 16)] +
+                                    [np.arange(max(0, e - 40), min(N, e + 40)) for e in edges]))
+    w_rows = _dequant_rows(words, W.fmt, N, K, rows)
+
+    x = np.random.default_rng(8).uniform(-30, 30, (1, K)).astype(np.float32)   # a normed hidden state
+    y, names = run(device, kernels, W, x, 1)
+    assert names == [expected_kernel(W.fmt, 1)] * len(W.parts)
+    assert_close(y[:, rows], ref.linear(x, w_rows), tolerance(W.fmt, 1), "vocab head")
+
+    ids = np.concatenate([[0, N - 1], [e - 1 for e in edges[1:-1]], edges[1:-1], rows[::997]]).astype(np.uint32)
+    assert np.isin(ids, rows).all()     # rows whose reference we have, both sides of every part boundary
+    out = device.buffer(4 * len(ids) * K)
+    rec = device.record()
+    kernels.embed(rec, W, device.upload(ids), out, len(ids), 25.298221)
+    rec.submit()
+    want = ref.embed(w_rows, np.searchsorted(rows, ids), 25.298221)
+    tol = load_spec(paths.configs_dir() / "ops" / "embed.yaml").tolerance[W.fmt]
+    assert_close(out.read(np.float32, len(ids) * K).reshape(len(ids), K), want, tol, "vocab embedding")
+
+
+@pytest.mark.parametrize("T", [0, 257])
+def test_rows_outside_the_buckets_are_an_error(device, kernels, rng, T):
+    W = upload_weight(device, rng.standard_normal((8, 64)).astype(np.float32), "f16", "w")
+    bx, by = device.buffer(4 * max(T, 1) * 64), device.buffer(4 * max(T, 1) * 8)
+    with pytest.raises(GemforgeError, match=f"T = {T} rows; a call takes 1 to 256 rows"):
+        kernels.linear(device.record(), W, bx, by, T)
+
+
+def test_too_small_buffers_are_an_error(device, kernels, rng):
+    W = upload_weight(device, rng.standard_normal((8, 64)).astype(np.float32), "q4_0", "w")
+    x, y = device.buffer(4 * 4 * 64, "x"), device.buffer(4 * 4 * 8, "y")
+    with pytest.raises(GemforgeError, match=r"linear 'w' x: buffer 'x' holds 1024 bytes, 1280 needed"):
+        kernels.linear(device.record(), W, x, y, 5)
+    with pytest.raises(GemforgeError, match=r"linear 'w' y: buffer 'y' holds 128 bytes, 160 needed"):
+        kernels.linear(device.record(), W, device.buffer(4 * 5 * 64), y, 5)
