@@ -5,9 +5,11 @@
                 out = h + post_ffn_norm(W_down(gelu_tanh(W_gate m) * W_up m))                           m = ffn_norm(h)
     logits = final_norm(x) @ embed.T
 
-``weights`` is anything with ``fp32(name)`` (a WeightStore, a SyntheticStore) or a mapping
-name -> fp32 array, with GGUF tensor names.  Matches transformers (Gemma3ForCausalLM,
-fp32, eager attention) on the same GGUF to ~1e-4 in the logits.
+Built from the op references of this package (norm, attention: activations fp32; attention,
+sin/cos and tanh in float64); matrix products are written out as ``x @ W.T``.  ``weights`` is anything with ``fp32(name)`` (a
+WeightStore, a SyntheticStore) or a mapping name -> fp32 array, with GGUF tensor names.
+Matches transformers (Gemma3ForCausalLM, fp32, eager attention) on the same GGUF to ~1e-4
+in the logits.
 """
 from __future__ import annotations
 
@@ -18,51 +20,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..config import ModelConfig
+from .attention import attention_dense, gelu_tanh, rope_neox
 from .norm import rmsnorm
 
-__all__ = ["forward", "greedy", "KVCache"]   # the op helpers below stay private: runtime/reference/attention.py owns the public ones
-
-
-def _gelu_tanh(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float32)
-    c = np.float32(math.sqrt(2.0 / math.pi))
-    return (np.float32(0.5) * x * (np.float32(1.0) + np.tanh(c * (x + np.float32(0.044715) * x * x * x)))).astype(np.float32)
-
-
-def _rope_tables(positions: np.ndarray, head_dim: int, base: float, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin [T, head_dim/2] in fp32, as transformers computes them (linear scaling divides the positions)."""
-    exps = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
-    inv_freq = (np.float32(1.0) / np.power(np.float32(base), exps)).astype(np.float32) / np.float32(scale)
-    angles = np.asarray(positions, np.float32)[:, None] * inv_freq[None, :]
-    return np.cos(angles), np.sin(angles)
-
-
-def _apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """NEOX rotation of halves: x [T, heads, D], cos/sin [T, D/2]."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    c, s = cos[:, None, :], sin[:, None, :]
-    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(np.float32)
-
-
-def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, qpos: np.ndarray, kpos: np.ndarray,
-              window: int, scale: float) -> np.ndarray:
-    """Grouped-query attention: q [T, Hq, D], k/v [S, Hkv, D] -> [T, Hq, D].
-
-    A query at position p sees keys at kpos <= p and, when ``window`` > 0, kpos > p - window."""
-    group = q.shape[1] // k.shape[1]
-    qh = q.transpose(1, 0, 2)                                   # [Hq, T, D]
-    kh = np.repeat(k, group, axis=1).transpose(1, 2, 0)         # [Hq, D, S]
-    vh = np.repeat(v, group, axis=1).transpose(1, 0, 2)         # [Hq, S, D]
-    scores = (qh @ kh) * np.float32(scale)                      # [Hq, T, S]
-    seen = kpos[None, :] <= qpos[:, None]
-    if window:
-        seen &= kpos[None, :] > qpos[:, None] - window
-    scores = np.where(seen[None], scores, np.float32(-np.inf))
-    scores = scores - scores.max(axis=-1, keepdims=True)
-    p = np.exp(scores)
-    p /= p.sum(axis=-1, keepdims=True)
-    return (p @ vh).transpose(1, 0, 2).astype(np.float32)
+__all__ = ["forward", "greedy", "KVCache"]
 
 
 @dataclass
@@ -89,28 +50,25 @@ def _layer(W: _Weights, cfg: ModelConfig, i: int, x: np.ndarray, pos: np.ndarray
     p = f"blk.{i}."
     T, eps = x.shape[0], cfg.eps
     glob = cfg.is_global(i)
+    base, scale = (cfg.rope_global_base, cfg.rope_global_scale) if glob else (cfg.rope_local_base, 1.0)
     n = rmsnorm(x, W(p + "attn_norm.weight"), eps)
     q = (n @ W(p + "attn_q.weight").T).reshape(T, cfg.n_heads, cfg.head_dim)
     k = (n @ W(p + "attn_k.weight").T).reshape(T, cfg.n_kv_heads, cfg.head_dim)
     v = (n @ W(p + "attn_v.weight").T).reshape(T, cfg.n_kv_heads, cfg.head_dim)
-    q = rmsnorm(q, W(p + "attn_q_norm.weight"), eps)
-    k = rmsnorm(k, W(p + "attn_k_norm.weight"), eps)
-    cos, sin = _rope_tables(pos, cfg.head_dim, cfg.rope_global_base if glob else cfg.rope_local_base,
-                           cfg.rope_global_scale if glob else 1.0)
-    q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+    q = rope_neox(rmsnorm(q, W(p + "attn_q_norm.weight"), eps), pos, base, scale)
+    k = rope_neox(rmsnorm(k, W(p + "attn_k_norm.weight"), eps), pos, base, scale)
     if i < len(cache.keys):
         cache.keys[i] = np.concatenate([cache.keys[i], k])
         cache.values[i] = np.concatenate([cache.values[i], v])
     else:
         cache.keys.append(k)
         cache.values.append(v)
-    kpos = np.arange(cache.keys[i].shape[0])
-    a = _attention(q, cache.keys[i], cache.values[i], pos, kpos, 0 if glob else cfg.window,
-                  1.0 / math.sqrt(cfg.query_pre_attn_scalar))
+    a = attention_dense(q, cache.keys[i], cache.values[i], pos, 0 if glob else cfg.window,
+                        1.0 / math.sqrt(cfg.query_pre_attn_scalar))
     o = a.reshape(T, cfg.q_dim) @ W(p + "attn_output.weight").T
     h = x + rmsnorm(o, W(p + "post_attention_norm.weight"), eps)
     m = rmsnorm(h, W(p + "ffn_norm.weight"), eps)
-    f = _gelu_tanh(m @ W(p + "ffn_gate.weight").T) * (m @ W(p + "ffn_up.weight").T)
+    f = gelu_tanh(m @ W(p + "ffn_gate.weight").T) * (m @ W(p + "ffn_up.weight").T)
     return h + rmsnorm(f @ W(p + "ffn_down.weight").T, W(p + "post_ffw_norm.weight"), eps)
 
 
@@ -123,14 +81,14 @@ def forward(weights, config: ModelConfig, token_ids: Sequence[int], cache: KVCac
     cache = cache if cache is not None else KVCache()
     ids = np.asarray(token_ids, dtype=np.int64)
     pos = np.arange(cache.length, cache.length + len(ids))
-    embed = W("token_embd.weight")
-    x = (embed[ids] * np.float32(math.sqrt(config.hidden))).astype(np.float32)
+    table = W("token_embd.weight")
+    x = table[ids] * np.float32(math.sqrt(config.hidden))
     for i in range(config.layers):
         x = _layer(W, config, i, x, pos, cache)
     cache.length += len(ids)
     if rows is not None:
         x = x[rows]
-    return (rmsnorm(x, W("output_norm.weight"), config.eps) @ embed.T).astype(np.float32)
+    return rmsnorm(x, W("output_norm.weight"), config.eps) @ table.T
 
 
 def greedy(weights, config: ModelConfig, token_ids: Sequence[int], n: int) -> tuple[list[int], np.ndarray]:
