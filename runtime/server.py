@@ -13,10 +13,12 @@ and 500 only for a failure inside gemforge.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import logging
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -42,6 +44,7 @@ SERVE_EXAMPLES = """examples:
        -d '{"model": "gemma3-270m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 32}'"""
 
 KEEP_OUTCOMES = 256   # finished requests remembered by id (for the log and for tests)
+SHUTTING_DOWN = ApiError(503, "the server is shutting down", None, "server_shutting_down", type="server_error")
 
 
 @dataclass
@@ -66,9 +69,11 @@ class Job:
         self.ids, self.sampling, self.loop = ids, sampling, loop
         self.events: asyncio.Queue = asyncio.Queue()
         self.seq = -1
+        self.shutdown = False     # cancelled because the server is stopping (not by its client)
         self._cancel = threading.Event()
 
-    def cancel(self) -> None:
+    def cancel(self, shutdown: bool = False) -> None:
+        self.shutdown = self.shutdown or shutdown
         self._cancel.set()
 
     @property
@@ -93,17 +98,26 @@ class Worker:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
-        self._stopping = False
+        self._current: Job | None = None
+        self.closing = False
 
     def start(self) -> None:
-        self._stopping = False
+        self.closing = False
         self._thread = threading.Thread(target=self._loop, name="gemforge-serve-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Cancel what is queued, let the running job stop at its next token, end the thread."""
-        self._stopping = True
+    def close(self) -> None:
+        """Refuse new jobs, cancel the queued ones and stop the running one at its next token."""
+        if self.closing:
+            return
+        self.closing = True
+        with self._queue.mutex:
+            jobs = [j for j in self._queue.queue if j is not None] + ([self._current] if self._current else [])
+        for job in jobs:
+            job.cancel(shutdown=True)
         self._queue.put(None)
+
+    def join(self, timeout: float = 30.0) -> None:
         if self._thread:
             self._thread.join(timeout)
 
@@ -118,14 +132,18 @@ class Worker:
             return sum(1 for job in self._queue.queue if job is not None and not job.cancelled)
 
     def submit(self, job: Job) -> None:
+        if self.closing:
+            raise SHUTTING_DOWN
         job.seq = next(self._seq)
         self._queue.put(job)
 
     def _loop(self) -> None:
         for job in iter(self._queue.get, None):
-            if self._stopping:
-                job.cancel()
+            if self.closing:
+                job.cancel(shutdown=True)
+            self._current = job
             self._run(job)
+            self._current = None
 
     def _run(self, job: Job) -> None:
         out = Outcome(job.seq, len(job.ids), 0, None, True)
@@ -251,6 +269,8 @@ class Api:
             event = await job.events.get()          # waits while the requests before it run
             if event[0] == "error":
                 raise _api_error(event[1])
+            if job.shutdown:
+                raise SHUTTING_DOWN
             if req.stream:
                 return _job_stream(job, self._events(req, job, event))
             pieces = []
@@ -259,6 +279,8 @@ class Api:
                 event = await job.events.get()
             if event[0] == "error":
                 raise _api_error(event[1])
+            if job.shutdown:
+                raise SHUTTING_DOWN
         except BaseException:
             job.cancel()
             raise
@@ -276,8 +298,8 @@ class Api:
             if event[1]:
                 yield sse(chunk(req, job.id, job.created, text=event[1]))
             event = await job.events.get()
-        if event[0] == "error":   # the status line is sent already: the error goes in the stream
-            yield sse(_api_error(event[1]).body())
+        if event[0] == "error" or job.shutdown:   # the status line is sent already: the error goes in the stream
+            yield sse((_api_error(event[1]) if event[0] == "error" else SHUTTING_DOWN).body())
             return
         out: Outcome = event[1]
         yield sse(chunk(req, job.id, job.created, finish=out.finish_reason))
@@ -287,8 +309,6 @@ class Api:
 
     # -- the application -----------------------------------------------------------------------------------
     def app(self):
-        import contextlib
-
         from starlette.applications import Starlette
         from starlette.exceptions import HTTPException
         from starlette.responses import JSONResponse
@@ -313,7 +333,8 @@ class Api:
             try:
                 yield
             finally:
-                self.worker.stop()
+                self.worker.close()
+                await asyncio.to_thread(self.worker.join)
 
         routes = [Route("/health", self.health), Route("/v1/models", self.models),
                   Route("/v1/models/{model_id:path}", self.model_info),
@@ -365,6 +386,17 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def log_config(level: str) -> dict:
+    """uvicorn's logging, all of it on stderr (its access log goes to stdout by default), plus ours."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    cfg["loggers"][log.name] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return cfg
+
+
 def defaults_from_args(args) -> Sampling:
     kw = sampling_kwargs(args)
     from .sampling import SamplingParams
@@ -375,7 +407,6 @@ def defaults_from_args(args) -> Sampling:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
     defaults = defaults_from_args(args)
     sock = listen(args.host, args.port)
     if not is_loopback(args.host):
@@ -386,11 +417,46 @@ def cmd_serve(args) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"gemforge serve: {api.model_id} ({model.engine.fmt}, context {model.engine.context}) on "
           f"{model.device_summary}; OpenAI API at http://{host}:{sock.getsockname()[1]}/v1", file=sys.stderr)
-    logging.basicConfig(format="%(levelname)s:     %(message)s")
-    log.setLevel(args.log_level.upper())
-    config = uvicorn.Config(api.app(), log_level=args.log_level, timeout_graceful_shutdown=3)
-    uvicorn.Server(config).run(sockets=[sock])
+    if run_until_signal(uvicorn_server(api, args.log_level), sock) == signal.SIGINT:
+        raise KeyboardInterrupt   # after a clean shutdown: the CLI says "interrupted" and exits 130
     return 0
+
+
+def uvicorn_server(api: Api, log_level: str = "info", graceful_s: float = 3.0):
+    """A uvicorn server for ``api`` whose shutdown first ends the requests (503 or a stream's error
+    event), so open streams do not hold it up until uvicorn's graceful-shutdown timeout."""
+    import uvicorn
+    server = uvicorn.Server(uvicorn.Config(api.app(), log_level=log_level, log_config=log_config(log_level),
+                                           timeout_graceful_shutdown=graceful_s))
+    uvicorn_shutdown = server.shutdown
+
+    async def shutdown(sockets=None):
+        api.worker.close()
+        await uvicorn_shutdown(sockets=sockets)
+    server.shutdown = shutdown
+    return server
+
+
+def run_until_signal(server, sock: socket.socket) -> int | None:
+    """Serve until SIGINT or SIGTERM (a second SIGINT forces the exit); returns the first signal.
+    (uvicorn itself would re-raise the signal inside asyncio, which prints a traceback.)"""
+    caught: list[int] = []
+
+    @contextlib.contextmanager
+    def capture_signals():
+        def handle(sig, frame):
+            caught.append(sig)
+            server.handle_exit(sig, frame)
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    server.capture_signals = capture_signals
+    server.run(sockets=[sock])
+    return caught[0] if caught else None
 
 
 def _setup_serve(p):

@@ -7,7 +7,7 @@ import time
 from typing import Iterator
 
 from gemforge.runtime.openai_api import Sampling
-from gemforge.runtime.server import Api, listen
+from gemforge.runtime.server import Api, listen, uvicorn_server
 
 START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 60
@@ -16,10 +16,9 @@ STOP_TIMEOUT_S = 60
 @contextlib.contextmanager
 def running(model, model_id: str | None = None, defaults: Sampling = Sampling()) -> Iterator[tuple[Api, str]]:
     """The server on a free loopback port: yields (api, base_url "http://127.0.0.1:PORT/v1"); stops it after."""
-    import uvicorn
     api = Api(model, model_id, defaults)
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(api.app(), log_level="warning", timeout_graceful_shutdown=1))
+    server = uvicorn_server(api, "warning", graceful_s=1)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT_S

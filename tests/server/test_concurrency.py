@@ -126,3 +126,28 @@ def test_clients_leaving_cancel_only_their_requests(client, model_id, standin, a
     skipped = done[1]
     assert skipped.cancelled and skipped.completion_tokens == 0 and skipped.started == 0
     assert not any(o.cancelled for o in done[2:])
+
+
+def test_stopping_the_server_ends_running_and_waiting_requests():
+    """A running stream ends with an error event, a waiting request gets 503, and both stop at once."""
+    from .serving import running
+    from .standin import StandIn
+    with httpx.Client(timeout=60) as http, ThreadPoolExecutor(1) as pool:
+        with running(StandIn(delay=0.02)) as (api, base_url):
+            stream = http.send(http.build_request("POST", base_url + "/completions", json={
+                "model": "stand-in", "prompt": "Once upon a time", "max_tokens": 500, "stream": True}), stream=True)
+            lines = stream.iter_lines()
+            assert next(lines).startswith("data: {")
+            waiting = pool.submit(httpx.post, base_url + "/completions", timeout=60,
+                                  json={"model": "stand-in", "prompt": "Never generated"})
+            wait_until(lambda: api.worker.waiting == 1, "the second request waits")
+        # the server has stopped
+        events = [line for line in lines if line]
+        r = waiting.result()
+    assert json.loads(events[-1][len("data: "):]) == {"error": {
+        "message": "the server is shutting down", "type": "server_error", "param": None,
+        "code": "server_shutting_down"}}
+    assert r.status_code == 503 and r.json()["error"]["code"] == "server_shutting_down"
+    running_job, waiting_job = sorted(api.worker.outcomes.values(), key=lambda o: o.seq)
+    assert running_job.cancelled and 1 <= running_job.completion_tokens < 500
+    assert waiting_job.cancelled and waiting_job.completion_tokens == 0

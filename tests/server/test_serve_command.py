@@ -39,8 +39,7 @@ def test_bad_default_sampling_is_one_clear_error(capsys, option, words):
 
 @pytest.mark.model
 def test_the_command_serves_until_interrupted(build):
-    proc = subprocess.Popen([sys.executable, "-m", "gemforge.runtime.cli", "serve", "--port", "0", "--context", "64",
-                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "gemforge.runtime.cli", "serve", "--port", "0", "--context", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = []
         for line in proc.stderr:               # the address is printed once the model is loaded
@@ -63,4 +62,8 @@ def test_the_command_serves_until_interrupted(build):
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    assert rc == 130 and proc.stdout.read() == ""
+    assert rc == 130
+    assert proc.stdout.read() == ""            # the log, access lines included, is on stderr
+    log = proc.stderr.read()
+    assert "Traceback" not in log and log.endswith("gemforge: interrupted\n")
+    assert '"GET /health HTTP/1.1" 200' in log and re.search(r"cmpl-\w+: \d+ prompt \+ [01] completion tokens", log)
