@@ -7,8 +7,9 @@ The Model is not thread-safe, so one worker thread runs every generation, in the
 requests arrived; the async handlers wait for its events.  A client that goes away cancels its
 request: a queued one is skipped, a running one stops at its next token.  Errors have OpenAI's
 shape ``{"error": {"message", "type", "param", "code"}}`` with status 400 (bad request), 404
-(unknown model or path), 413 (prompt longer than the context, code ``context_length_exceeded``)
-and 500 only for a failure inside gemforge.
+(unknown model or path), 413 (prompt longer than the context, code ``context_length_exceeded``),
+503 (the server is stopping: Ctrl-C ends running streams with an error event and answers waiting
+requests so) and 500 only for a failure inside gemforge.
 """
 from __future__ import annotations
 
@@ -139,15 +140,15 @@ class Worker:
 
     def _loop(self) -> None:
         for job in iter(self._queue.get, None):
+            self._current = job              # before the check: close() cancels it, or we see closing
             if self.closing:
                 job.cancel(shutdown=True)
-            self._current = job
             self._run(job)
             self._current = None
 
     def _run(self, job: Job) -> None:
         out = Outcome(job.seq, len(job.ids), 0, None, True)
-        if job.cancelled:                       # its client left while it waited
+        if job.cancelled:                       # its client left while it waited, or the server stops
             self._finish(job, out)
             return
         error = None
