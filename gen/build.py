@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -75,9 +76,27 @@ def load_tuning(tuning_dir: Path, specs: dict[str, OpSpec]) -> dict[str, dict]:
     return out
 
 
+def candidate_key(overrides: dict) -> str:
+    """The tuning key of one point of a tuning space: 'tune-rows_per_wg4-wg_size128'."""
+    return "tune-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+
+
+def candidates(spec: OpSpec, mv, target: str = "vulkan") -> list[Variant]:
+    """Every point of the op's tuning space for ``target``, as variants keyed by candidate_key
+    (points that violate the spec's constraints are not variants)."""
+    space = spec.tuning.get(target) or {}
+    out = []
+    for combo in itertools.product(*space.values()):
+        overrides = dict(zip(space, combo))
+        out.extend(expand(spec, mv, overrides, candidate_key(overrides)))
+    return out
+
+
 def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str,
-         tuning: dict[str, dict] | None = None, ops: set[str] | None = None) -> list[Planned]:
-    """Every Vulkan variant to build, rendered and hashed (pure: no files written)."""
+         tuning: dict[str, dict] | None = None, ops: set[str] | None = None,
+         tune_ops: set[str] | None = None) -> list[Planned]:
+    """Every Vulkan variant to build, rendered and hashed (pure: no files written).
+    ``tune_ops``: also every point of these ops' tuning spaces (for `gemforge tune`)."""
     env = environment(template_dir)
     mv = model_values(models)
     out: list[Planned] = []
@@ -101,6 +120,8 @@ def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str,
                                     f"violates the constraints of op '{spec.op}': {list(spec.constraints)}",
                                     "choose values the spec allows")
                 variants.extend(tuned)
+        if tune_ops and spec.op in tune_ops:
+            variants.extend(candidates(spec, mv))
         for v in variants:
             src = render(v, template_dir, env)
             out.append(Planned(v, src, content_hash(tsrc, spec_json, v, compiler, src)))
@@ -181,7 +202,8 @@ def _previous(build_dir: Path) -> mf.Manifest:
 
 
 def build(build_dir: Path | None = None, *, configs_dir: Path | None = None, templates_dir: Path | None = None,
-          jobs: int | None = None, ops: set[str] | None = None, log: Callable[[str], None] | None = None,
+          jobs: int | None = None, ops: set[str] | None = None, tune_ops: set[str] | None = None,
+          log: Callable[[str], None] | None = None,
           progress: Callable[[int, int], None] | None = None) -> mf.Manifest:
     """Build every Vulkan kernel into ``build_dir`` (default ``paths.build_dir()``).
 
@@ -201,7 +223,7 @@ def build(build_dir: Path | None = None, *, configs_dir: Path | None = None, tem
     models = model_configs(configs_dir / "models")
     compiler = glslc_version()
     tuning = load_tuning(configs_dir / "tuning", specs)
-    planned = plan(specs, models, tdir, compiler, tuning, ops)
+    planned = plan(specs, models, tdir, compiler, tuning, ops, tune_ops)
     with _locked(build_dir):
         manifest, compiled = _compile_all(planned, build_dir, _previous(build_dir), compiler, sorted(models),
                                           jobs, ops, progress)

@@ -51,7 +51,8 @@ def cmd_kernels(args) -> int:
 
     try:
         build(args.build_dir, configs_dir=args.configs, templates_dir=args.templates, jobs=args.jobs,
-              ops=set(args.op) if args.op else None, progress=progress, log=log)
+              ops=set(args.op) if args.op else None, tune_ops=set(args.tune_candidates or ()) or None,
+              progress=progress, log=log)
     finally:
         if bar:
             bar.close()
@@ -90,6 +91,8 @@ def _setup_kernels(p):
     p.add_argument("--templates", default=None, metavar="DIR",
                    help="templates directory with glsl/ (default: the installed gemforge templates)")
     p.add_argument("--target", choices=["vulkan", "npu"], default="vulkan", help="which kernels to build")
+    p.add_argument("--tune-candidates", action="append", metavar="OP",
+                   help="also build every point of OP's tuning space, for `gemforge tune` (repeatable)")
 
 
 def _setup_doctor(p):

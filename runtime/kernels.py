@@ -125,6 +125,15 @@ class KernelsBase:
         self.manifest = manifest or mf.load(self.build_dir)
         self._cache: dict[tuple, Program] = {}
 
+    def pin(self, artifact) -> Program:
+        """Use ``artifact`` for its op and axes from now on (the tuner times candidates this way)."""
+        p = self.device.program(artifact, self.build_dir)
+        self._cache[(artifact.op, tuple(sorted(artifact.axes.items())))] = p
+        return p
+
+    def unpin(self, op: str, **axes) -> None:
+        self._cache.pop((op, tuple(sorted(axes.items()))), None)
+
     def program(self, op: str, **axes) -> Program:
         key = (op, tuple(sorted(axes.items())))
         p = self._cache.get(key)

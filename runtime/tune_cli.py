@@ -1,0 +1,167 @@
+"""`gemforge tune`: pick each op's tuning parameters on this device, by measurement.
+
+Workflow (the GPU machine may have no shader compiler):
+  1. where glslc is:   gemforge kernels --tune-candidates matvec      (every point of the op's
+                       tuning space, from its YAML, built as `<artifact>@tune-...`)
+  2. on the device:    gemforge tune --op matvec --model 270m,4b,27b --weights q8_0,q4_0
+                       every candidate is checked against numpy, then timed with GPU timestamps
+                       after a warm-up on every weight shape of the chosen models; the one with
+                       the least time per token wins.  Writes configs/tuning/<device-key>.yaml
+                       (resumable: formats already in the file are kept unless --redo).
+  3. where glslc is:   make kernels   (builds the tuned variants; the runtime picks them on
+                       a device whose key matches the file name).
+Only resource failures (a pipeline the device cannot create) drop a candidate; a wrong
+result is a bug and stops the sweep.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .cli import register
+from .errors import DeviceError, GemforgeError
+
+TUNABLE = ("matvec",)
+
+EXAMPLES = """examples:
+  gemforge kernels --tune-candidates matvec      # where glslc is
+  gemforge tune --op matvec --model 270m,4b,27b --weights q8_0,q4_0
+  gemforge tune --op matvec --out /tmp/h200.yaml --redo"""
+
+
+def matvec_shapes(cfg) -> list[tuple[int, int, int]]:
+    """(N, K, times per token) of every decode matrix of a model."""
+    L = cfg.layers
+    return [((cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, cfg.hidden, L), (cfg.hidden, cfg.q_dim, L),
+            (2 * cfg.ffn, cfg.hidden, L), (cfg.hidden, cfg.ffn, L), (cfg.vocab, cfg.hidden, 1)]
+
+
+def _random_weight(device, fmt, N, K, rng):
+    from .kernels import row_words, upload_packed_weight
+    qw, sw = row_words(fmt, K)
+    if fmt in ("f32", "f16"):
+        w = rng.standard_normal((N, K)).astype(np.float32) * 0.02
+        from . import formats
+        return upload_packed_weight(device, formats.pack(w, fmt), fmt, N, K, f"tune {N}x{K}")
+    words = np.concatenate([rng.integers(0, 2**32, N * qw, dtype=np.uint32),
+                            np.full(2 * N * sw, 3e-4, np.float16).view(np.uint32)])
+    return upload_packed_weight(device, words, fmt, N, K, f"tune {N}x{K}")
+
+
+def _time(device, k, W, x, y, reps: int) -> float:
+    rec = device.record(timestamps=True, label="tune")
+    for _ in range(reps):
+        k.linear(rec, W, x, y, 1)
+    rec.submit()     # warm-up
+    rec.submit()
+    t = statistics.median(s for _, s in rec.times())
+    rec.destroy()
+    return t
+
+
+def _check(device, k, fmt, rng) -> None:
+    """One awkward shape against numpy: a wrong candidate stops the sweep."""
+    from . import formats
+    from .kernels import upload_weight
+    N, K = 77, 1000
+    w = rng.standard_normal((N, K)).astype(np.float32) * 0.05
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    W = upload_weight(device, w, fmt, "tune check")
+    bx, by = device.upload(x), device.buffer(4 * N)
+    rec = device.record()
+    k.linear(rec, W, bx, by, 1)
+    rec.submit()
+    rec.destroy()
+    want = x @ formats.quantize_roundtrip(w, fmt).T
+    got = by.read(np.float32, N)
+    err = float(np.abs(got - want[0]).max() / max(1.0, np.abs(want).max()))
+    for p in W.parts:
+        p.buffer.destroy()
+    if not err < 1e-4:
+        raise GemforgeError(f"tune: candidate {k.program('matvec', format=fmt).name} is wrong "
+                            f"(relative error {err:.3g}): a kernel bug, not a tuning choice")
+
+
+def cmd_tune(args) -> int:
+    from gemforge.gen import manifest as mf
+    from .config import model_config
+    from .kernels import Kernels
+    from .paths import build_dir, configs_dir
+    from .vulkan import Device
+    if args.op not in TUNABLE:
+        raise GemforgeError(f"--op {args.op}: tuning is implemented for {', '.join(TUNABLE)}")
+    dev = Device(args.device)
+    k = Kernels(dev)
+    man = mf.load(build_dir())
+    out = Path(args.out) if args.out else configs_dir() / "tuning" / f"{dev.info.key}.yaml"
+    doc = yaml.safe_load(out.read_text()) if out.is_file() else None
+    doc = doc or {}
+    entries = doc.setdefault("entries", {})
+    results = doc.setdefault("measured", {})
+    models = [model_config(m) for m in args.model.split(",")]
+    shapes = [s for cfg in models for s in matvec_shapes(cfg)]
+    rng = np.random.default_rng(0)
+    print(f"tune: {args.op} on {dev.info.describe()}, {len(shapes)} shapes from {args.model}", file=sys.stderr)
+    for fmt in args.weights.split(","):
+        default = man.find("matvec", format=fmt)
+        if default.name in entries.get("matvec", {}) and not args.redo:
+            print(f"  {default.name}: already tuned, kept (--redo to sweep again)", file=sys.stderr)
+            continue
+        cands = [a for a in man.artifacts.values() if a.op == "matvec" and a.axes == default.axes
+                 and a.tuning_key.startswith("tune-")]
+        if not cands:
+            raise GemforgeError(f"no tuning candidates for {default.name} in the build",
+                                "run `gemforge kernels --tune-candidates matvec` where glslc is, and carry build/")
+        weights = [(_random_weight(dev, fmt, N, K, rng), N, K, n) for N, K, n in shapes]
+        x = dev.upload(rng.standard_normal(max(K for _, K, _ in shapes)).astype(np.float32))
+        y = dev.buffer(4 * max(N for _, N, _, _ in weights))
+        scores = {}
+        for i, art in enumerate([default] + cands):
+            try:
+                k.pin(art)
+            except DeviceError as e:      # a resource limit of this device: not a usable point
+                print(f"  {art.name}: dropped ({e.message})", file=sys.stderr)
+                continue
+            _check(dev, k, fmt, rng)
+            per_token = sum(n * _time(dev, k, W, x, y, args.reps) for W, N, K, n in weights)
+            scores[art.name] = (per_token, art)
+            print(f"  [{i + 1}/{len(cands) + 1}] {art.name}: {1e3 * per_token:.3f} ms of matvec per token",
+                  file=sys.stderr)
+        k.unpin("matvec", format=fmt)
+        best_name, (best_t, best) = min(scores.items(), key=lambda kv: kv[1][0])
+        params = {p: best.values[p] for p in k.manifest.artifacts[best_name].values
+                  if p not in best.axes}
+        entries.setdefault("matvec", {})[default.name] = params
+        results[default.name] = {"models": args.model, "best_ms_per_token": round(1e3 * best_t, 4),
+                                 "default_ms_per_token": round(1e3 * scores[default.name][0], 4),
+                                 "params": params, "candidates": len(scores)}
+        print(f"  -> {default.name}: {params}, {1e3 * best_t:.3f} ms/token "
+              f"(default {1e3 * scores[default.name][0]:.3f})", file=sys.stderr)
+        for W, *_ in weights:
+            for p in W.parts:
+                p.buffer.destroy()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        doc["device"] = dev.info.name
+        doc["driver"] = dev.info.driver
+        out.write_text(yaml.safe_dump(doc, sort_keys=True))
+    print(f"tune: wrote {out}", file=sys.stderr)
+    dev.close()
+    return 0
+
+
+def _setup(p):
+    p.add_argument("--op", default="matvec", help="the op to tune (default matvec)")
+    p.add_argument("--model", default="270m,1b,4b,12b,27b", help="models whose shapes are timed (comma-separated)")
+    p.add_argument("--weights", default="q8_0,q4_0,f16", help="weight formats to tune (comma-separated)")
+    p.add_argument("--reps", type=int, default=10, help="timed dispatches per shape")
+    p.add_argument("--device", type=int, default=None)
+    p.add_argument("--out", help="tuning file (default configs/tuning/<device-key>.yaml)")
+    p.add_argument("--redo", action="store_true", help="sweep formats already in the file again")
+
+
+register("tune", "sweep an op's tuning space on this device and write configs/tuning/<device>.yaml", _setup, cmd_tune,
+         EXAMPLES)
