@@ -53,8 +53,8 @@ def missing_runtime() -> list[str]:
     if not os.path.exists(pin.DEVICE_NODE):
         drv = _module_loaded()
         why = "the amdxdna driver is not loaded" if drv is False else "no NPU device"
-        out.append(f"{pin.DEVICE_NODE} does not exist ({why}): this needs a Ryzen AI (Phoenix / Hawk Point) "
-                   f"machine with the amdxdna driver: {pin.INSTALL_XRT}")
+        out.append(f"{pin.DEVICE_NODE} does not exist ({why}): the NPU needs a Ryzen AI (Phoenix / Hawk Point) "
+                   "machine with the amdxdna driver and XRT")
     return out
 
 

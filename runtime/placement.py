@@ -122,7 +122,10 @@ def _missing_npu(p: Placement, model, build_dir: Path, configs_dir) -> list[str]
         return out + [f"no kernel build: {e.message} (run `gemforge kernels --target npu`)"]
     if not arts:
         return out + [f"no NPU designs in {build_dir} (run `make kernels` or `gemforge kernels --target npu`)"]
-    model_name = getattr(model, "name", model)
+    if isinstance(model, str):
+        from .config import model_config
+        model = model_config(model)
+    model_name = model.name if model is not None else None
     needed = _needed_designs(p, model, configs_dir) if model is not None else None
     if needed is not None:
         absent = sorted(set(needed) - set(arts))
@@ -143,12 +146,10 @@ def _missing_npu(p: Placement, model, build_dir: Path, configs_dir) -> list[str]
     return out
 
 
-def _needed_designs(p: Placement, model, configs_dir) -> list[str]:
+def _needed_designs(p: Placement, cfg, configs_dir) -> list[str]:
     from gemforge.gen.npu.spec import expand, parse_npu
     from gemforge.gen.spec import load_specs
 
-    from .config import model_config
-    cfg = model if hasattr(model, "hidden") else model_config(str(model).removeprefix("gemma3-"))
     cdir = Path(configs_dir or default_configs_dir())
     specs = load_specs(cdir / "ops")
     names: list[str] = []

@@ -10,7 +10,9 @@ It reads the design's MLIR text (``mlir.parse``), so it checks exactly what aiec
 * program memory (estimate, see ``CODE_BYTES``): startup code, the kernels called, and the core's loop
   bodies times the copies the ObjectFifo lowering makes (loops that acquire fifos of depth d are unrolled
   d times so buffer addresses are static) <= 16 KB;
-* locks: 2 per ObjectFifo end on a tile (producer and consumer semaphores) <= 16 (64 on a memtile);
+* locks: 2 per ObjectFifo end on a tile (producer and consumer semaphores) <= 16 (64 on a memtile); a fifo
+  between neighbouring tiles through shared memory (the release's ``requiresDMAs`` is false: one consumer, no
+  dimensionsToStream, not linked) has its buffers and 2 locks in the producer's tile and uses no DMA;
 * buffer descriptors: one per buffer of each ObjectFifo end using a DMA <= 16 (48 on a memtile); on the shim
   the runtime sequence's BD ids must be < 16;
 * DMA channels: one S2MM per fifo arriving at a tile, one MM2S per fifo leaving it (a broadcast is one)
@@ -111,7 +113,15 @@ def usage_and_violations(mod: Module, L: Limits = LIMITS) -> tuple[Usage, list[V
     s2mm: dict = {}
     mm2s: dict = {}
     linked_at_mem = {(f, "cons") for l in mod.links for f in l.srcs} | {(f, "prod") for l in mod.links for f in l.dsts}
+    linked = {f for l in mod.links for f in l.srcs + l.dsts}
+    for f in mod.fifos.values():
+        if _shared(f, linked):     # neighbours through shared memory: buffers and locks in one tile, no DMA
+            t = f.producer
+            locks[t] = locks.get(t, 0) + 2
+            mem[t] = mem.get(t, 0) + f.type.nbytes * f.depth
     for tile, f, role in _ends(mod):
+        if _shared(f, linked):
+            continue
         kind = tile_kind(tile)
         locks[tile] = locks.get(tile, 0) + 2
         if kind != "shim":
@@ -162,6 +172,18 @@ def usage_and_violations(mod: Module, L: Limits = LIMITS) -> tuple[Usage, list[V
             out += _check_dma(mod, op, L)
     data = {t: b for t, b in mem.items() if tile_kind(t) == "core"}
     return Usage(data, {t: b for t, b in mem.items() if tile_kind(t) == "mem"}, program), out
+
+
+def _shared(f, linked) -> bool:
+    """Whether a fifo goes through shared memory instead of DMAs (the release's requiresDMAs): one consumer,
+    no dimensionsToStream, not linked, both compute tiles that are neighbours (or two neighbouring memtiles)."""
+    if len(f.consumers) != 1 or f.dims or f.name in linked:
+        return False
+    (pc, pr), (cc, cr) = f.producer, f.consumers[0]
+    kinds = {tile_kind(f.producer), tile_kind(f.consumers[0])}
+    if kinds == {"core"}:
+        return abs(pc - cc) + abs(pr - cr) == 1
+    return kinds == {"mem"} and pr == cr and abs(pc - cc) == 1
 
 
 def _memory_detail(mod: Module, tile) -> str:
