@@ -81,20 +81,34 @@ def candidate_key(overrides: dict) -> str:
     return "tune-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
 
 
-def candidates(spec: OpSpec, mv, target: str = "vulkan") -> list[Variant]:
+def candidates(spec: OpSpec, mv, target: str = "vulkan", where: list[dict] | None = None) -> list[Variant]:
     """Every point of the op's tuning space for ``target``, as variants keyed by candidate_key
-    (points that violate the spec's constraints are not variants)."""
+    (points that violate the spec's constraints are not variants); ``where`` keeps only the
+    variants whose axes have the values of one of its filters (e.g. [{'bucket': 256}])."""
     space = spec.tuning.get(target) or {}
     out = []
     for combo in itertools.product(*space.values()):
         overrides = dict(zip(space, combo))
-        out.extend(expand(spec, mv, overrides, candidate_key(overrides)))
+        out.extend(v for v in expand(spec, mv, overrides, candidate_key(overrides))
+                   if not where or any(all(str(v.axes.get(k)) == str(val) for k, val in f.items()) for f in where))
+    return out
+
+
+def parse_tune_ops(items) -> dict[str, list[dict]]:
+    """['matvec', 'matmul:bucket=256,format=q8_0'] -> {'matvec': [], 'matmul': [{'bucket': '256', 'format': 'q8_0'}]}
+    (an op named without filters takes every variant)."""
+    out: dict[str, list[dict]] = {}
+    for item in items or ():
+        op, _, rest = item.partition(":")
+        filters = out.setdefault(op, [])
+        if rest:
+            filters.append(dict(kv.split("=", 1) for kv in rest.split(",") if kv))
     return out
 
 
 def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str,
          tuning: dict[str, dict] | None = None, ops: set[str] | None = None,
-         tune_ops: set[str] | None = None) -> list[Planned]:
+         tune_ops: dict[str, dict] | None = None) -> list[Planned]:
     """Every Vulkan variant to build, rendered and hashed (pure: no files written).
     ``tune_ops``: also every point of these ops' tuning spaces (for `gemforge tune`)."""
     env = environment(template_dir)
@@ -121,7 +135,7 @@ def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str,
                                     "choose values the spec allows")
                 variants.extend(tuned)
         if tune_ops and spec.op in tune_ops:
-            variants.extend(candidates(spec, mv))
+            variants.extend(candidates(spec, mv, where=tune_ops[spec.op]))
         for v in variants:
             src = render(v, template_dir, env)
             out.append(Planned(v, src, content_hash(tsrc, spec_json, v, compiler, src)))
@@ -202,7 +216,7 @@ def _previous(build_dir: Path) -> mf.Manifest:
 
 
 def build(build_dir: Path | None = None, *, configs_dir: Path | None = None, templates_dir: Path | None = None,
-          jobs: int | None = None, ops: set[str] | None = None, tune_ops: set[str] | None = None,
+          jobs: int | None = None, ops: set[str] | None = None, tune_ops: dict[str, dict] | None = None,
           log: Callable[[str], None] | None = None,
           progress: Callable[[int, int], None] | None = None) -> mf.Manifest:
     """Build every Vulkan kernel into ``build_dir`` (default ``paths.build_dir()``).

@@ -28,6 +28,11 @@ def _version() -> str:
         return "unknown"
 
 
+def _tune_ops(items):
+    from gemforge.gen.build import parse_tune_ops
+    return parse_tune_ops(items) or None
+
+
 def cmd_kernels(args) -> int:
     from gemforge.gen.build import build  # the compiler side is only imported for this command
     if args.target == "npu":  # render + check every NPU design; compile only where aiecc and Peano exist
@@ -51,7 +56,7 @@ def cmd_kernels(args) -> int:
 
     try:
         build(args.build_dir, configs_dir=args.configs, templates_dir=args.templates, jobs=args.jobs,
-              ops=set(args.op) if args.op else None, tune_ops=set(args.tune_candidates or ()) or None,
+              ops=set(args.op) if args.op else None, tune_ops=_tune_ops(args.tune_candidates),
               progress=progress, log=log)
     finally:
         if bar:
@@ -92,7 +97,8 @@ def _setup_kernels(p):
                    help="templates directory with glsl/ (default: the installed gemforge templates)")
     p.add_argument("--target", choices=["vulkan", "npu"], default="vulkan", help="which kernels to build")
     p.add_argument("--tune-candidates", action="append", metavar="OP",
-                   help="also build every point of OP's tuning space, for `gemforge tune` (repeatable)")
+                   help="also build every point of OP's tuning space for `gemforge tune`; OP:axis=value,... "
+                        "keeps only those variants, e.g. matmul:bucket=256 (repeatable)")
 
 
 def _setup_doctor(p):

@@ -25,11 +25,13 @@ import yaml
 from .cli import register
 from .errors import DeviceError, GemforgeError
 
-TUNABLE = ("matvec",)
+# op -> (rows T per call, axes beyond the format, rows of the numpy check)
+TUNABLE = {"matvec": (1, {}, 1), "matmul": (256, {"bucket": 256}, 200)}
 
 EXAMPLES = """examples:
-  gemforge kernels --tune-candidates matvec      # where glslc is
+  gemforge kernels --tune-candidates matvec --tune-candidates matmul:bucket=256   # where glslc is
   gemforge tune --op matvec --model 270m,4b,27b --weights q8_0,q4_0
+  gemforge tune --op matmul --model 270m,4b --weights q8_0
   gemforge tune --op matvec --out /tmp/h200.yaml --redo"""
 
 
@@ -52,10 +54,10 @@ def _random_weight(device, fmt, N, K, rng):
     return upload_packed_weight(device, words, fmt, N, K, f"tune {N}x{K}")
 
 
-def _time(device, k, W, x, y, reps: int) -> float:
+def _time(device, k, W, x, y, reps: int, T: int) -> float:
     rec = device.record(timestamps=True, label="tune")
     for _ in range(reps):
-        k.linear(rec, W, x, y, 1)
+        k.linear(rec, W, x, y, T)
     rec.submit()     # warm-up
     rec.submit()
     t = statistics.median(s for _, s in rec.times())
@@ -63,26 +65,27 @@ def _time(device, k, W, x, y, reps: int) -> float:
     return t
 
 
-def _check(device, k, fmt, rng) -> None:
+def _check(device, k, op, axes, T, rng) -> None:
     """One awkward shape against numpy: a wrong candidate stops the sweep."""
     from . import formats
     from .kernels import upload_weight
+    fmt = axes["format"]
     N, K = 77, 1000
     w = rng.standard_normal((N, K)).astype(np.float32) * 0.05
-    x = rng.standard_normal((1, K)).astype(np.float32)
+    x = rng.standard_normal((T, K)).astype(np.float32)
     W = upload_weight(device, w, fmt, "tune check")
-    bx, by = device.upload(x), device.buffer(4 * N)
+    bx, by = device.upload(x), device.buffer(4 * N * T)
     rec = device.record()
-    k.linear(rec, W, bx, by, 1)
+    k.linear(rec, W, bx, by, T)
     rec.submit()
     rec.destroy()
     want = x @ formats.quantize_roundtrip(w, fmt).T
-    got = by.read(np.float32, N)
-    err = float(np.abs(got - want[0]).max() / max(1.0, np.abs(want).max()))
-    for p in W.parts:
-        p.buffer.destroy()
+    got = by.read(np.float32, N * T).reshape(T, N)
+    err = float(np.abs(got - want).max() / max(1.0, np.abs(want).max()))
+    for b in [bx, by] + [p.buffer for p in W.parts]:
+        b.destroy()
     if not err < 1e-4:
-        raise GemforgeError(f"tune: candidate {k.program('matvec', format=fmt).name} is wrong "
+        raise GemforgeError(f"tune: candidate {k.program(op, **axes).name} is wrong "
                             f"(relative error {err:.3g}): a kernel bug, not a tuning choice")
 
 
@@ -94,6 +97,8 @@ def cmd_tune(args) -> int:
     from .vulkan import Device
     if args.op not in TUNABLE:
         raise GemforgeError(f"--op {args.op}: tuning is implemented for {', '.join(TUNABLE)}")
+    T, extra_axes, check_T = TUNABLE[args.op]
+    op = args.op
     dev = Device(args.device)
     k = Kernels(dev)
     man = mf.load(build_dir())
@@ -107,18 +112,21 @@ def cmd_tune(args) -> int:
     rng = np.random.default_rng(0)
     print(f"tune: {args.op} on {dev.info.describe()}, {len(shapes)} shapes from {args.model}", file=sys.stderr)
     for fmt in args.weights.split(","):
-        default = man.find("matvec", format=fmt)
-        if default.name in entries.get("matvec", {}) and not args.redo:
+        axes = {"format": fmt, **extra_axes}
+        default = man.find(op, **axes)
+        if default.name in entries.get(op, {}) and not args.redo:
             print(f"  {default.name}: already tuned, kept (--redo to sweep again)", file=sys.stderr)
             continue
-        cands = [a for a in man.artifacts.values() if a.op == "matvec" and a.axes == default.axes
+        cands = [a for a in man.artifacts.values() if a.op == op and a.axes == default.axes
                  and a.tuning_key.startswith("tune-")]
         if not cands:
             raise GemforgeError(f"no tuning candidates for {default.name} in the build",
-                                "run `gemforge kernels --tune-candidates matvec` where glslc is, and carry build/")
-        weights = [(_random_weight(dev, fmt, N, K, rng), N, K, n) for N, K, n in shapes]
-        x = dev.upload(rng.standard_normal(max(K for _, K, _ in shapes)).astype(np.float32))
-        y = dev.buffer(4 * max(N for _, N, _, _ in weights))
+                                f"run `gemforge kernels --tune-candidates {op}` where glslc is, and carry build/")
+        # prefill: the output head runs for the last row only, so it is not a matmul shape
+        use = shapes if T == 1 else [s for s in shapes if s[0] != models[0].vocab]
+        weights = [(_random_weight(dev, fmt, N, K, rng), N, K, n) for N, K, n in use]
+        x = dev.upload(rng.standard_normal(T * max(K for _, K, _ in use)).astype(np.float32))
+        y = dev.buffer(4 * T * max(N for _, N, _, _ in weights))
         scores = {}
         for i, art in enumerate([default] + cands):
             try:
@@ -126,16 +134,16 @@ def cmd_tune(args) -> int:
             except DeviceError as e:      # a resource limit of this device: not a usable point
                 print(f"  {art.name}: dropped ({e.message})", file=sys.stderr)
                 continue
-            _check(dev, k, fmt, rng)
-            per_token = sum(n * _time(dev, k, W, x, y, args.reps) for W, N, K, n in weights)
+            _check(dev, k, op, axes, check_T, rng)
+            per_token = sum(n * _time(dev, k, W, x, y, args.reps, T) for W, N, K, n in weights) / T
             scores[art.name] = (per_token, art)
-            print(f"  [{i + 1}/{len(cands) + 1}] {art.name}: {1e3 * per_token:.3f} ms of matvec per token",
+            print(f"  [{i + 1}/{len(cands) + 1}] {art.name}: {1e3 * per_token:.4f} ms of {op} per token",
                   file=sys.stderr)
-        k.unpin("matvec", format=fmt)
+        k.unpin(op, **axes)
         best_name, (best_t, best) = min(scores.items(), key=lambda kv: kv[1][0])
         params = {p: best.values[p] for p in k.manifest.artifacts[best_name].values
                   if p not in best.axes}
-        entries.setdefault("matvec", {})[default.name] = params
+        entries.setdefault(op, {})[default.name] = params
         results[default.name] = {"models": args.model, "best_ms_per_token": round(1e3 * best_t, 4),
                                  "default_ms_per_token": round(1e3 * scores[default.name][0], 4),
                                  "params": params, "candidates": len(scores)}
