@@ -1,0 +1,60 @@
+"""Merge one device call's peer results (llama.cpp Vulkan, ../shared/peer) and `gemforge bench` results.
+
+    python bench/compare.py PEER_RESULTS.json OURS.json [OURS.json ...] --out bench/results/h200-vs-llamacpp.json
+
+Writes one JSON (both sides, ratios per case, the commands) and prints a Markdown table for the README.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+TARGETS = {  # issue 9's targets (tokens/s): decode, prefill-512
+    ("gemma3-270m", "q8_0"): (2000, 60000), ("gemma3-1b", "q8_0"): (1000, 32000),
+    ("gemma3-4b", "q8_0"): (600, 16000), ("gemma3-12b", "q8_0"): (270, 5500),
+    ("gemma3-27b", "q8_0"): (120, 3500), ("gemma3-27b", "q4_0"): (220, 3500),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("peer")
+    ap.add_argument("ours", nargs="+")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--command", default="", help="the device command that produced the inputs")
+    a = ap.parse_args()
+    peer = json.loads(Path(a.peer).read_text())
+    by_label = {c["label"]: c for c in peer["cases"]}
+    rows = []
+    for f in a.ours:
+        for r in json.loads(Path(f).read_text()):
+            size = r["model"].split("-")[1]
+            label = f"{size}-{r['weights'].upper()}"
+            p = by_label.get(label)
+            pd = p["tg128"]["tok_s_median"] if p else None
+            pp = p["pp512"]["tok_s_median"] if p else None
+            od, op = r["decode_tok_s"]["median"], r["prefill_tok_s"]["median"]
+            tgt = TARGETS.get((r["model"], r["weights"]), (None, None))
+            rows.append({"case": label, "gemforge_decode": od, "llamacpp_decode": pd,
+                         "decode_ratio": od / pd if pd else None, "decode_target": tgt[0],
+                         "gemforge_prefill512": op, "llamacpp_prefill512": pp,
+                         "prefill_ratio": op / pp if pp else None, "prefill_target": tgt[1],
+                         "decode_limit": r["decode_limit_tok_s"], "bandwidth_fraction": r["decode_bandwidth_fraction"],
+                         "read_bandwidth_gb_s": r["read_bandwidth_gb_s"], "gemforge": r})
+    out = {"device": peer.get("device"), "peer_build": peer.get("build"), "command": a.command,
+           "peer_command": "bash .peer/run.sh (../shared/peer, llama.cpp b11669 Vulkan via cyllama-vulkan 0.7.0)",
+           "cases": rows}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    print("| case | gemforge decode | llama.cpp decode | ratio | target | gemforge pp512 | llama.cpp pp512 | ratio | target |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        f = lambda v, d=0: "-" if v is None else f"{v:,.{d}f}"
+        print(f"| {r['case']} | {f(r['gemforge_decode'], 1)} | {f(r['llamacpp_decode'], 1)} | {f(r['decode_ratio'], 2)} | "
+              f"{f(r['decode_target'])} | {f(r['gemforge_prefill512'])} | {f(r['llamacpp_prefill512'])} | "
+              f"{f(r['prefill_ratio'], 2)} | {f(r['prefill_target'])} |")
+
+
+if __name__ == "__main__":
+    main()
