@@ -246,6 +246,7 @@ class W8A8Linear:
             raise GemforgeError(f"{artifact.name} takes W [{self.t.N}, {self.t.K}], got {list(w.shape)}")
         self.program = device.program(artifact, build_dir)
         self.device = device
+        self.wf = np.asarray(w, np.float32)
         self.w = device.upload(layout.pack_weight(w, self.t), name or "w")
         self.x = device.buffer(self.t.M * self.t.Kp, "x")
         self.y = device.buffer(self.t.M * self.t.N * (4 if self.t.out == "f32" else 2), "y")
@@ -263,3 +264,30 @@ class W8A8Linear:
         if t.out == "bf16":
             y = (y.astype(np.uint32) << 16).view(np.float32)
         return y.reshape((t.M, t.N) if t.kind == "gemm" else (t.N,))
+
+
+def check_designs(model: str, build_dir: Path | None = None, seed: int = 0) -> list[tuple[str, int, bool, float]]:
+    """Run every compiled NPU design of ``model`` once on the NPU with random data and compare it with the
+    numpy W8A8 reference: [(design, outputs, bit-identical, max |error| / max |reference|)].  The int32
+    accumulation is exact by design; the requantization uses the AIE's fp32 multiply, whose rounding we could
+    not check against IEEE without the hardware.  Raises DeviceError without an NPU."""
+    from gemforge.gen.npu import layout
+    bd = Path(build_dir or default_build_dir())
+    m = mf.load(bd)
+    arts = [a for a in m.artifacts.values() if a.target == "npu" and model in a.extra.get("xclbins", {})]
+    if not arts:
+        raise GemforgeError(f"no compiled NPU designs for {model} in {bd}",
+                            "run `gemforge kernels --target npu` on a machine with mlir-aie and Peano")
+    dev = Device(bd / arts[0].extra["xclbins"][model]["file"])
+    rng = np.random.default_rng(seed)
+    out = []
+    for a in sorted(arts, key=lambda a: a.name):
+        lin = W8A8Linear(dev, a, rng.standard_normal((a.axes["N"], a.axes["K"])).astype(np.float32) * 0.05, bd)
+        x = rng.standard_normal((a.axes["M"], a.axes["K"])).astype(np.float32)
+        got = lin(x).reshape(-1)
+        want = layout.w8a8_reference(x, lin.wf, lin.t.out).reshape(-1)
+        if lin.t.out == "bf16":
+            want = (want.astype(np.uint32) << 16).view(np.float32)
+        rel = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
+        out.append((a.name, int(got.size), bool(np.array_equal(got.view(np.uint32), want.view(np.uint32))), rel))
+    return out

@@ -41,3 +41,30 @@ def _setup_plan(p):
 
 register("plan", "project per-op cost and tok/s of a placement on Phoenix (NPU + iGPU) from published limits",
          _setup_plan, cmd_plan, PLAN_EXAMPLES)
+
+
+CHECK_TOLERANCE = 1e-5     # relative to max |reference|: a few fp32 ulps of requantization rounding
+
+
+def cmd_npu_check(args) -> int:
+    from .config import model_config
+    from .npu import check_designs
+    cfg = model_config(args.model)
+    results = check_designs(cfg.name, args.build_dir)
+    bad = [r for r in results if r[3] > CHECK_TOLERANCE]
+    for name, n, same, rel in results:
+        verdict = "bit-identical to" if same else f"within {rel:.1e} of" if rel <= CHECK_TOLERANCE else \
+            f"DIFFERENT ({rel:.1e}) from"
+        print(f"{'ok  ' if rel <= CHECK_TOLERANCE else 'FAIL'} {name}: {n} outputs {verdict} the numpy W8A8 reference")
+    print(f"{len(results) - len(bad)} of {len(results)} NPU designs of {cfg.name} match the reference")
+    return 1 if bad else 0
+
+
+def _setup_npu_check(p):
+    p.add_argument("--model", default="270m", help="whose compiled designs to run (default 270m)")
+    p.add_argument("--build-dir", default=None, help="the kernel build (default: build/)")
+
+
+register("npu-check", "run every compiled NPU design of a model on the NPU once and compare with numpy (needs the NPU)",
+         _setup_npu_check, cmd_npu_check,
+         "examples:\n  gemforge npu-check --model 270m     # on a Phoenix machine, after `make kernels`")

@@ -172,3 +172,18 @@ def test_doctor_lines_without_an_npu(monkeypatch, tmp_path):
     assert lines["pyxrt"][0] is False and "amdxdna" in lines["pyxrt"][2]
     assert lines["NPU device"][0] is False and "no-accel0 missing" in lines["NPU device"][1]
     assert lines["npu toolchain pin"][0] is None and pin.MLIR_AIE_RELEASE in lines["npu toolchain pin"][1]
+
+
+def test_check_designs_runs_every_compiled_design(xrt, build):
+    bd, designs = build
+    _register(xrt, designs)
+    results = npu.check_designs(MODEL, bd)
+    assert [(r[0], r[1], r[2], r[3]) for r in results] == sorted(
+        (d[1].name, d[0].M * d[0].N, True, 0.0) for d in designs.values())
+
+
+def test_npu_check_without_compiled_designs(capsys, tmp_path):
+    from gemforge.runtime.cli import main
+    mf.save(mf.Manifest(), tmp_path)
+    assert main(["npu-check", "--model", "270m", "--build-dir", str(tmp_path)]) == 1
+    assert "no compiled NPU designs for gemma3-270m" in capsys.readouterr().err
