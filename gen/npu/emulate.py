@@ -16,7 +16,7 @@ from collections import deque
 import numpy as np
 
 from . import kernels
-from .mlir import DTYPES, Dma, MemRef, Module, Wait, parse, tile_kind
+from .mlir import DTYPES, Dma, Module, Wait, parse, tile_kind
 
 GARBAGE = 0xCD
 
