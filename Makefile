@@ -13,11 +13,12 @@ BENCH_ARGS ?= --synthetic 270m
 KERNEL_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup kernels test run bench doctor snapshots clean
+.PHONY: test-all help setup kernels test run bench doctor snapshots clean
 help:
 	@echo "make run      install what is missing, build kernels, fetch the default model, generate text"
 	@echo "              (PROMPT=\"...\" MAX_TOKENS=$(MAX_TOKENS) RUN_ARGS=\"--temperature 0.8\")"
-	@echo "make test     install what is missing, build kernels, run the tests (PYTEST_ARGS=...)"
+	@echo "make test     install what is missing, build kernels, run the tests but the slow ones (PYTEST_ARGS=...)"
+	@echo "make test-all the same with the slow tests (f16 fidelity, every golden, long numpy greedy runs)"
 	@echo "make setup    install system packages and the Python package when missing"
 	@echo "make kernels  render and compile every kernel variant into build/ (incremental)"
 	@echo "make bench    measure prefill/decode speed (BENCH_ARGS=\"$(BENCH_ARGS)\")"
@@ -32,6 +33,9 @@ kernels: setup
 	$(GEMFORGE) kernels $(KERNEL_ARGS) && $(GEMFORGE) kernels --target npu $(KERNEL_ARGS)
 
 test: kernels
+	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+test-all: kernels
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
 
 run: kernels

@@ -1,0 +1,93 @@
+#version 450
+#extension GL_KHR_shader_subgroup_basic : enable
+#extension GL_KHR_shader_subgroup_arithmetic : enable
+// gemforge kernel matvec_q8_0@nvidia-h200 (generated from templates/glsl; do not edit)
+#extension GL_EXT_control_flow_attributes : enable
+layout(std430, set = 0, binding = 0) restrict readonly buffer B_w { uvec4 w[]; };
+layout(std430, set = 0, binding = 0) readonly buffer B_w_u32 { uint w_u32[]; };
+
+// weight format q8_0: 16 elements per 16-byte chunk
+const uint WE = 16u;
+const uint XV = 4u;
+const float W_OFFSET = 0.0;
+
+uint w_kp(uint K) { return (K + 31u) & ~31u; }
+
+uint w_chunk(uint r, uint c, uint Kp) { return r * (Kp / WE) + c; }
+
+void w_decode(uvec4 q, out vec4 v[XV]) {
+    // int8 element 4i+j in byte j of word i: shift it to the top, then arithmetic shift back
+    v[0] = vec4(ivec4(q[0] << 24, q[0] << 16, q[0] << 8, q[0]) >> 24);
+    v[1] = vec4(ivec4(q[1] << 24, q[1] << 16, q[1] << 8, q[1]) >> 24);
+    v[2] = vec4(ivec4(q[2] << 24, q[2] << 16, q[2] << 8, q[2]) >> 24);
+    v[3] = vec4(ivec4(q[3] << 24, q[3] << 16, q[3] << 8, q[3]) >> 24);
+}
+
+float w_scale(uint r, uint c, uint rows, uint Kp) {
+    // fp16 scales after the part's rows * Kp / WE chunks of quants: 2 per word, each row's
+    // scales padded to whole words (formats.scale_words)
+    const uint blk = c * WE / 32u;
+    const uint word = w_u32[rows * (Kp / WE) * 4u + r * ((Kp / 32u + 1u) / 2u) + (blk >> 1u)];
+    return unpackHalf2x16(word >> (16u * (blk & 1u))).x;
+}
+// Decode matrix-vector product over one weight part: y[row0 + n] = sum_k W[n, k] x[k], n < rows.
+// A workgroup computes R rows. Every thread walks the K chunks c = tid, tid + WG, ...: per chunk it
+// issues R independent 16-byte weight loads (one per row) and reads the matching x once for all R
+// rows. Partial sums: subgroupAdd, then across subgroups in shared memory (any subgroup size).
+layout(local_size_x = 128) in;
+layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
+layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
+layout(std430, set = 0, binding = 2) restrict writeonly buffer B_y { float y[]; };
+layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; } pc;
+
+const uint WG = 128u;
+const uint R = 4u;
+shared float red[R][WG];   // one partial per subgroup and row; WG slots fit any subgroup size
+
+void main() {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint n0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * R;
+    if (n0 >= pc.rows) return;                  // uniform per workgroup (2-D grid rounding)
+    const uint Kp = w_kp(pc.K);
+    const uint nfull = pc.K / WE;               // chunks whose x lies wholly inside K
+    const uint nchunk = (pc.K + WE - 1u) / WE;  // and a partial one when K % WE != 0
+    uint r[R];                                  // the last group's extra rows re-read row rows-1
+    float acc[R];
+    [[unroll]] for (uint i = 0u; i < R; i++) {
+        r[i] = min(n0 + i, pc.rows - 1u);
+        acc[i] = 0.0;
+    }
+    for (uint c = tid; c < nchunk; c += WG) {
+        uvec4 q[R];
+        [[unroll]] for (uint i = 0u; i < R; i++) q[i] = w[w_chunk(r[i], c, Kp)];
+        vec4 xv[XV];
+        if (c < nfull) {
+            [[unroll]] for (uint j = 0u; j < XV; j++) xv[j] = x[c * XV + j];
+        } else {
+            [[unroll]] for (uint j = 0u; j < XV; j++) {
+                [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                    const uint k = c * WE + 4u * j + e;
+                    const float v = x1[min(k, pc.K - 1u)];
+                    xv[j][e] = k < pc.K ? v : 0.0;
+                }
+            }
+        }
+        [[unroll]] for (uint i = 0u; i < R; i++) {
+            vec4 v[XV];
+            w_decode(q[i], v);
+            float s = 0.0;
+            [[unroll]] for (uint j = 0u; j < XV; j++) s += dot(v[j], xv[j]);
+            acc[i] += s * w_scale(r[i], c, pc.rows, Kp);
+        }
+    }
+    [[unroll]] for (uint i = 0u; i < R; i++) acc[i] = subgroupAdd(acc[i]);
+    if (subgroupElect()) {
+        [[unroll]] for (uint i = 0u; i < R; i++) red[i][gl_SubgroupID] = acc[i];
+    }
+    barrier();
+    if (tid < R && n0 + tid < pc.rows) {
+        float s = 0.0;
+        for (uint g = 0u; g < gl_NumSubgroups; g++) s += red[tid][g];
+        y[pc.row0 + n0 + tid] = s;
+    }
+}
