@@ -23,22 +23,18 @@ class LinearOps:
     # -- matrix products ------------------------------------------------------------------------
     def buckets(self, fmt: str) -> list[int]:
         """The prefill buckets built for weight format ``fmt``, ascending."""
-        key = ("matmul-buckets", fmt)
-        got = self._cache.get(key)
-        if got is None:
-            got = self._cache[key] = sorted({a.axes["bucket"] for a in self.manifest.artifacts.values()
-                                             if a.op == "matmul" and a.axes.get("format") == fmt})
-        return got
+        return sorted({a.axes["bucket"] for a in self.manifest.artifacts.values()
+                       if a.op == "matmul" and a.axes.get("format") == fmt})
 
     def linear(self, rec: Recording, W: Weight, x, y, T: int) -> None:
         """y[T, W.N] = x[T, W.K] @ W.T in fp32 (T == 1: matvec; T <= 256: matmul of the bucket >= T)."""
-        buckets = self.buckets(W.fmt)
-        if not buckets:
-            raise GemforgeError(f"linear '{W.name}': no matmul kernels for weight format {W.fmt} in the build",
-                                "run `make kernels`")
-        if not 1 <= T <= buckets[-1]:
-            raise GemforgeError(f"linear '{W.name}': T = {T} rows; a call takes 1 to {buckets[-1]} rows "
-                                f"(the largest prefill bucket)", f"split the rows into chunks of at most {buckets[-1]}")
+        if T < 1:
+            raise GemforgeError(f"linear '{W.name}': T = {T} rows; at least 1 is needed")
+        buckets = self.buckets(W.fmt) if T > 1 else []
+        if T > 1 and (not buckets or T > buckets[-1]):
+            raise GemforgeError(f"linear '{W.name}': T = {T} rows exceed the largest prefill bucket built for "
+                                f"{W.fmt} ({buckets[-1] if buckets else 'none'})",
+                                f"split the rows into chunks of at most {buckets[-1]}" if buckets else "run `make kernels`")
         _need(f"linear '{W.name}' x", x, 4 * T * W.K, f"x must hold [{T}, {W.K}] fp32")
         _need(f"linear '{W.name}' y", y, 4 * T * W.N, f"y must hold [{T}, {W.N}] fp32")
         if T == 1:
