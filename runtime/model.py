@@ -27,7 +27,7 @@ from .sampling import Sampler, SamplingParams
 from .vulkan import Buffer, Device, Recording, View
 
 MAX_CHUNK = 256          # the largest prefill bucket
-LOGIT_ROWS = 8           # rows of full logits computed per submit by Model.logits
+LOGIT_ROWS = 16          # rows of full logits per submit in Model.logits (the smallest matmul bucket)
 DEFAULT_CONTEXT = 8192   # the KV cache length unless --context says otherwise (up to the model's limit)
 
 
@@ -125,7 +125,7 @@ class Engine:
         self.down = buf(T * H * f32, "down")
         self.ids = buf(T * 4, "ids", host=True)
         self.ctrl = buf(64, "ctrl", host=True)
-        self.logits = buf(cfg.vocab * f32, "logits", host=True)
+        self.logits = buf(cfg.vocab * f32, "logits")   # read back only by the full-logits sampling path
         self.rows_logits = buf(LOGIT_ROWS * cfg.vocab * f32, "rows_logits")
         self.out_idx = buf(64 * 4, "out_idx", host=True)
         self.topk_vals = buf(64 * 4, "topk_vals", host=True)
