@@ -128,7 +128,10 @@ def cmd_tune(args) -> int:
         x = dev.upload(rng.standard_normal(T * max(K for _, K, _ in use)).astype(np.float32))
         y = dev.buffer(4 * T * max(N for _, N, _, _ in weights))
         scores = {}
+        from .progress import Progress
+        bar = Progress(f"tune {default.name}", len(cands) + 1, "candidates")   # drawn only on a terminal
         for i, art in enumerate([default] + cands):
+            bar.advance()
             try:
                 k.pin(art)
             except DeviceError as e:      # a resource limit of this device: not a usable point
@@ -137,8 +140,10 @@ def cmd_tune(args) -> int:
             _check(dev, k, op, axes, check_T, rng)
             per_token = sum(n * _time(dev, k, W, x, y, args.reps, T) for W, N, K, n in weights) / T
             scores[art.name] = (per_token, art)
-            print(f"  [{i + 1}/{len(cands) + 1}] {art.name}: {1e3 * per_token:.4f} ms of {op} per token",
-                  file=sys.stderr)
+            if not bar.enabled:
+                print(f"  [{i + 1}/{len(cands) + 1}] {art.name}: {1e3 * per_token:.4f} ms of {op} per token",
+                      file=sys.stderr)
+        bar.close()
         k.unpin(op, **axes)
         best_name, (best_t, best) = min(scores.items(), key=lambda kv: kv[1][0])
         params = {p: best.values[p] for p in k.manifest.artifacts[best_name].values
