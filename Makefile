@@ -18,7 +18,7 @@ help:
 	@echo "make run      install what is missing, build kernels, fetch the default model, generate text"
 	@echo "              (PROMPT=\"...\" MAX_TOKENS=$(MAX_TOKENS) RUN_ARGS=\"--temperature 0.8\")"
 	@echo "make test     install what is missing, build kernels, run the tests but the slow ones (PYTEST_ARGS=...)"
-	@echo "make test-all the same with the slow tests (f16 fidelity, every golden, long numpy greedy runs)"
+	@echo "make test-all the same with the slow tests (the numpy reference checked on every golden)"
 	@echo "make setup    install system packages and the Python package when missing"
 	@echo "make kernels  render and compile every kernel variant into build/ (incremental)"
 	@echo "make bench    measure prefill/decode speed (BENCH_ARGS=\"$(BENCH_ARGS)\")"

@@ -51,9 +51,7 @@ def run_teacher_forced(model, g, n_greedy):
     return pos, model.logits(ids, pos)
 
 
-# terms_700 (845 tokens: 4 prefill chunks, the 512-token window) runs in CI; terms_300 only in `make test-all`
-@pytest.mark.parametrize("name", ["france", "code", "chat", "multilingual", "story",
-                                  pytest.param("terms_300", marks=pytest.mark.slow), "terms_700"])
+@pytest.mark.parametrize("name", ["france", "code", "chat", "multilingual", "story", "terms_300", "terms_700"])
 def test_f32_matches_goldens(models, goldens, name):
     """--weights f32: logits within 1e-2 at every checked position; greedy continuation identical."""
     g = goldens[name]
@@ -73,7 +71,7 @@ def test_f32_matches_goldens(models, goldens, name):
     assert int(logits[prompt_rows[-1]].argmax()) == g["greedy"][0]
 
 
-@pytest.mark.parametrize("fmt", [pytest.param("f16", marks=pytest.mark.slow), "q8_0"])
+@pytest.mark.parametrize("fmt", ["f16", "q8_0"])
 def test_reduced_precision_agreement(models, goldens, fmt):
     """f16 and q8_0: top-1 identical at >= 98% of checked positions; each of the first 16 greedy steps
     picks the golden token, or (only where transformers' margin is below TIE) its runner-up."""
