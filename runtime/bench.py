@@ -10,7 +10,6 @@ by gemforge's own Vulkan kernel in the same run.  Writes JSON under bench/result
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -62,21 +61,6 @@ def _profile(rec) -> dict[str, float]:
     return dict(sorted(agg.items(), key=lambda kv: -kv[1]))
 
 
-def _timed(engine, T: int, head: str):
-    """A timestamped copy of the step for T rows (for the per-kernel profile)."""
-    from .model import Engine  # noqa: F401
-    dev, k = engine.device, engine.k
-    rec = dev.record(timestamps=True, label=f"profile T={T}")
-    k.embed(rec, engine.embed, engine.ids, engine.x, T, engine.embed_scale)
-    engine._layers(rec, T)
-    if head == "argmax":
-        last = engine._row(engine.x, T - 1, engine.cfg.hidden)
-        k.rmsnorm(rec, last, engine.out_norm, engine.xn, 1, engine.cfg.hidden, engine.cfg.eps)
-        k.linear(rec, engine.embed, engine.xn, engine.logits, 1)
-        k.argmax(rec, engine.logits, engine.out_idx, engine.cfg.vocab)
-    return rec
-
-
 def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
           require_hardware=False, log=print) -> dict:
     from .kernels import Kernels
@@ -121,12 +105,12 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     # per-kernel profile: one decode step at a short context, one full prefill chunk
     engine.reset()
     engine.ctrl.write(np.asarray([16], np.uint32))
-    rec = _timed(engine, 1, "argmax")
+    rec = engine.record_step(1, "argmax", timestamps=True)
     rec.submit()
     rec.submit()
     decode_prof = _profile(rec)
     rec.destroy()
-    rec = _timed(engine, min(256, prompt_tokens), "none")
+    rec = engine.record_step(min(256, prompt_tokens), "none", timestamps=True)
     rec.submit()
     rec.submit()
     prefill_prof = _profile(rec)

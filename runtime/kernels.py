@@ -17,7 +17,7 @@ from gemforge.gen import manifest as mf  # the manifest format: the one thing sh
 from . import formats
 from .errors import GemforgeError
 from .paths import build_dir as default_build_dir
-from .vulkan import Buffer, Device, Program, Recording, View
+from .vulkan import Buffer, Device, Program, Recording
 
 
 def cdiv(a: int, b: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -77,7 +77,7 @@ class Engine:
         cfg: ModelConfig = store.config
         self.cfg, self.device, self.k = cfg, device, kernels
         self.context = context
-        H, D = cfg.hidden, cfg.head_dim
+        H = cfg.hidden
         self.fmt = store.fmt
 
         def mat(*names):
@@ -167,15 +167,11 @@ class Engine:
             else:
                 k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h)
 
-    def _step(self, T: int, head: str, topk: int = 0) -> Recording:
-        """The recorded step for T rows. head: 'argmax' | 'topk' | 'logits' (last row) | 'none'."""
-        key = (T, head, topk)
-        rec = self._steps.get(key)
-        if rec is not None:
-            return rec
+    def record_step(self, T: int, head: str, topk: int = 0, timestamps: bool = False) -> Recording:
+        """A new recording of the step for T rows. head: 'argmax' | 'topk' | 'logits' (last row) | 'none'."""
         cfg, k = self.cfg, self.k
         H = cfg.hidden
-        rec = self.device.record(label=f"step T={T} {head}")
+        rec = self.device.record(timestamps=timestamps, label=f"step T={T} {head}")
         k.embed(rec, self.embed, self.ids, self.x, T, self.embed_scale)
         self._layers(rec, T)
         if head != "none":
@@ -186,7 +182,15 @@ class Engine:
                 k.argmax(rec, self.logits, self.out_idx, cfg.vocab)
             elif head == "topk":
                 k.topk(rec, self.logits, self.topk_vals, self.out_idx, cfg.vocab, topk)
-        rec.finish()
+        return rec.finish()
+
+    def _step(self, T: int, head: str, topk: int = 0) -> Recording:
+        """The recorded step for T rows, made once and reused (the decode step for every token)."""
+        key = (T, head, topk)
+        rec = self._steps.get(key)
+        if rec is not None:
+            return rec
+        rec = self.record_step(T, head, topk)
         if len(self._steps) > 16:   # keep the decode step and a few prefill shapes
             for old in [x for x in self._steps if x[0] != 1][:4]:
                 self._steps.pop(old).destroy()
