@@ -413,8 +413,7 @@ class Model:
             eng.decode(tok, head, k)
             self._history.append(tok)
             tok = pick()
-        tail = decoder.flush() if hasattr(decoder, "flush") else ""
-        text += tail
+        text += decoder.flush()
         if reason != "stop" or _stop_at(text, stop) is None:
             if len(text) > emitted:
                 yield text[emitted:]

@@ -13,9 +13,25 @@ import numpy as np
 
 from . import formats
 from .config import ModelConfig, model_config
+from .gguf_loader import tensor_shapes
 from .kernels import row_words
 
 WEIGHT_STD = 0.02
+
+
+def random_packed(fmt: str, N: int, K: int, rng: np.random.Generator) -> np.ndarray:
+    """Random words of a [N, K] matrix in ``fmt``'s device layout, with values of std ~WEIGHT_STD."""
+    qw, sw = row_words(fmt, K)
+    if fmt == "f32":
+        return (rng.standard_normal((N, qw), np.float32) * WEIGHT_STD).view(np.uint32).reshape(-1)
+    if fmt == "f16":
+        w = (rng.standard_normal((N, 2 * qw), np.float32) * WEIGHT_STD).astype(np.float16)
+        return w.view(np.uint32).reshape(-1)
+    quants = rng.integers(0, 2**32, size=N * qw, dtype=np.uint32)
+    # std of uniform int8 codes is ~73; of uniform codes 0..15 minus 8, ~4.6
+    scale = WEIGHT_STD / (73.0 if fmt == "q8_0" else 4.6)
+    scales = np.full(N * sw * 2, scale, np.float16).view(np.uint32)
+    return np.concatenate([quants, scales])
 
 
 class SyntheticStore:
@@ -24,19 +40,7 @@ class SyntheticStore:
         self.fmt = formats.check_format(fmt)
         self.path = f"synthetic:{self.config.name}"
         self.seed = seed
-        c = self.config
-        self.shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (c.vocab, c.hidden),
-                                                   "output_norm.weight": (c.hidden,)}
-        for i in range(c.layers):
-            p = f"blk.{i}."
-            self.shapes.update({
-                p + "attn_norm.weight": (c.hidden,), p + "attn_q.weight": (c.q_dim, c.hidden),
-                p + "attn_k.weight": (c.kv_dim, c.hidden), p + "attn_v.weight": (c.kv_dim, c.hidden),
-                p + "attn_output.weight": (c.hidden, c.q_dim), p + "attn_q_norm.weight": (c.head_dim,),
-                p + "attn_k_norm.weight": (c.head_dim,), p + "post_attention_norm.weight": (c.hidden,),
-                p + "ffn_norm.weight": (c.hidden,), p + "ffn_gate.weight": (c.ffn, c.hidden),
-                p + "ffn_up.weight": (c.ffn, c.hidden), p + "ffn_down.weight": (c.hidden, c.ffn),
-                p + "post_ffw_norm.weight": (c.hidden,)})
+        self.shapes: dict[str, tuple[int, ...]] = tensor_shapes(self.config)
 
     @property
     def names(self) -> list[str]:
@@ -47,20 +51,7 @@ class SyntheticStore:
 
     def matrix(self, name: str) -> tuple[np.ndarray, int, int]:
         N, K = self.shapes[name]
-        rng = self._rng(name)
-        qw, sw = row_words(self.fmt, K)
-        if self.fmt == "f32":
-            return (rng.standard_normal((N, qw), np.float32) * WEIGHT_STD).view(np.uint32).reshape(-1), N, K
-        if self.fmt == "f16":
-            w = (rng.standard_normal((N, 2 * qw), np.float32) * WEIGHT_STD).astype(np.float16)
-            return w.view(np.uint32).reshape(-1), N, K
-        quants = rng.integers(0, 2**32, size=N * qw, dtype=np.uint32)
-        if self.fmt == "q8_0":
-            scale = WEIGHT_STD / 73.0        # std of uniform int8 codes is ~73
-        else:
-            scale = WEIGHT_STD / 4.6         # std of uniform codes 0..15 minus 8 is ~4.6
-        scales = np.full(N * sw * 2, scale, np.float16).view(np.uint32)
-        return np.concatenate([quants, scales]), N, K
+        return random_packed(self.fmt, N, K, self._rng(name)), N, K
 
     def vector(self, name: str) -> np.ndarray:
         return np.ones(self.shapes[name], np.float32)

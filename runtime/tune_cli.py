@@ -43,15 +43,9 @@ def matvec_shapes(cfg) -> list[tuple[int, int, int]]:
 
 
 def _random_weight(device, fmt, N, K, rng):
-    from .kernels import row_words, upload_packed_weight
-    qw, sw = row_words(fmt, K)
-    if fmt in ("f32", "f16"):
-        w = rng.standard_normal((N, K)).astype(np.float32) * 0.02
-        from . import formats
-        return upload_packed_weight(device, formats.pack(w, fmt), fmt, N, K, f"tune {N}x{K}")
-    words = np.concatenate([rng.integers(0, 2**32, N * qw, dtype=np.uint32),
-                            np.full(2 * N * sw, 3e-4, np.float16).view(np.uint32)])
-    return upload_packed_weight(device, words, fmt, N, K, f"tune {N}x{K}")
+    from .kernels import upload_packed_weight
+    from .synthetic import random_packed
+    return upload_packed_weight(device, random_packed(fmt, N, K, rng), fmt, N, K, f"tune {N}x{K}")
 
 
 def _time(device, k, W, x, y, reps: int, T: int) -> float:
