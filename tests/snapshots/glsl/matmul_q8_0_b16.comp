@@ -11,16 +11,24 @@ const uint WE = 16u;
 const uint XV = 4u;
 const float W_OFFSET = 0.0;
 
+const uint MAGIC_2_23 = 0x4B000000u;   // the bits of 2^23: small integers OR-ed in are exact floats
+
 uint w_kp(uint K) { return (K + 31u) & ~31u; }
 
 uint w_chunk(uint r, uint c, uint Kp) { return r * (Kp / WE) + c; }
 
 void w_decode(uvec4 q, out vec4 v[XV]) {
-    // int8 element 4i+j in byte j of word i: shift it to the top, then arithmetic shift back
-    v[0] = vec4(ivec4(q[0] << 24, q[0] << 16, q[0] << 8, q[0]) >> 24);
-    v[1] = vec4(ivec4(q[1] << 24, q[1] << 16, q[1] << 8, q[1]) >> 24);
-    v[2] = vec4(ivec4(q[2] << 24, q[2] << 16, q[2] << 8, q[2]) >> 24);
-    v[3] = vec4(ivec4(q[3] << 24, q[3] << 16, q[3] << 8, q[3]) >> 24);
+    // int8 element 4i+j in byte j of word i. No int->float conversion (a quarter- or eighth-rate
+    // instruction on GPUs, which would bound the matrix-vector product below memory speed): the
+    // byte biased to b + 128 is put in the mantissa of 2^23, giving the float 2^23 + b + 128 exactly.
+    v[0] = uintBitsToFloat(((uvec4(q[0] ^ 0x80808080u) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu) | MAGIC_2_23)
+        - 8388736.0;
+    v[1] = uintBitsToFloat(((uvec4(q[1] ^ 0x80808080u) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu) | MAGIC_2_23)
+        - 8388736.0;
+    v[2] = uintBitsToFloat(((uvec4(q[2] ^ 0x80808080u) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu) | MAGIC_2_23)
+        - 8388736.0;
+    v[3] = uintBitsToFloat(((uvec4(q[3] ^ 0x80808080u) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu) | MAGIC_2_23)
+        - 8388736.0;
 }
 
 float w_scale(uint r, uint c, uint rows, uint Kp) {

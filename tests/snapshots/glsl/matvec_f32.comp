@@ -10,6 +10,8 @@ const uint WE = 4u;
 const uint XV = 1u;
 const float W_OFFSET = 0.0;
 
+const uint MAGIC_2_23 = 0x4B000000u;   // the bits of 2^23: small integers OR-ed in are exact floats
+
 uint w_kp(uint K) { return (K + 31u) & ~31u; }
 
 uint w_chunk(uint r, uint c, uint Kp) { return r * (Kp / WE) + c; }

@@ -11,20 +11,23 @@ const uint WE = 32u;
 const uint XV = 8u;
 const float W_OFFSET = 8.0;
 
+const uint MAGIC_2_23 = 0x4B000000u;   // the bits of 2^23: small integers OR-ed in are exact floats
+
 uint w_kp(uint K) { return (K + 31u) & ~31u; }
 
 uint w_chunk(uint r, uint c, uint Kp) { return r * (Kp / WE) + c; }
 
 void w_decode(uvec4 q, out vec4 v[XV]) {
-    // nibble q (0..15) of element 8i+j in bits 4j..4j+3 of word i
-    v[0] = vec4((uvec4(q[0]) >> uvec4(0u, 4u, 8u, 12u)) & 15u);
-    v[1] = vec4((uvec4(q[0]) >> uvec4(16u, 20u, 24u, 28u)) & 15u);
-    v[2] = vec4((uvec4(q[1]) >> uvec4(0u, 4u, 8u, 12u)) & 15u);
-    v[3] = vec4((uvec4(q[1]) >> uvec4(16u, 20u, 24u, 28u)) & 15u);
-    v[4] = vec4((uvec4(q[2]) >> uvec4(0u, 4u, 8u, 12u)) & 15u);
-    v[5] = vec4((uvec4(q[2]) >> uvec4(16u, 20u, 24u, 28u)) & 15u);
-    v[6] = vec4((uvec4(q[3]) >> uvec4(0u, 4u, 8u, 12u)) & 15u);
-    v[7] = vec4((uvec4(q[3]) >> uvec4(16u, 20u, 24u, 28u)) & 15u);
+    // nibble q (0..15) of element 8i+j in bits 4j..4j+3 of word i; put in the mantissa of 2^23
+    // (the float 2^23 + q exactly) rather than converted with an int->float instruction
+    v[0] = uintBitsToFloat(((uvec4(q[0]) >> uvec4(0u, 4u, 8u, 12u)) & 15u) | MAGIC_2_23) - 8388608.0;
+    v[1] = uintBitsToFloat(((uvec4(q[0]) >> uvec4(16u, 20u, 24u, 28u)) & 15u) | MAGIC_2_23) - 8388608.0;
+    v[2] = uintBitsToFloat(((uvec4(q[1]) >> uvec4(0u, 4u, 8u, 12u)) & 15u) | MAGIC_2_23) - 8388608.0;
+    v[3] = uintBitsToFloat(((uvec4(q[1]) >> uvec4(16u, 20u, 24u, 28u)) & 15u) | MAGIC_2_23) - 8388608.0;
+    v[4] = uintBitsToFloat(((uvec4(q[2]) >> uvec4(0u, 4u, 8u, 12u)) & 15u) | MAGIC_2_23) - 8388608.0;
+    v[5] = uintBitsToFloat(((uvec4(q[2]) >> uvec4(16u, 20u, 24u, 28u)) & 15u) | MAGIC_2_23) - 8388608.0;
+    v[6] = uintBitsToFloat(((uvec4(q[3]) >> uvec4(0u, 4u, 8u, 12u)) & 15u) | MAGIC_2_23) - 8388608.0;
+    v[7] = uintBitsToFloat(((uvec4(q[3]) >> uvec4(16u, 20u, 24u, 28u)) & 15u) | MAGIC_2_23) - 8388608.0;
 }
 
 float w_scale(uint r, uint c, uint rows, uint Kp) {
