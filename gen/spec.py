@@ -14,6 +14,7 @@ push_constants:                   # packed in order, 4 bytes each
 axes:                             # variant axes: the product is built...
   mode: [plain, add]
   head_dim: {from_model: head_dim}   # ...values taken from the configured models
+  input: {values: [plain, geglu], in_name: {plain: "", geglu: _geglu}}   # ...what {input} writes in the name
 params:                           # compile-time parameters with defaults (tunable)
   wg_size: 256
 constraints: ["wg_size % 32 == 0"]   # filter the product (axes and params in scope)
@@ -88,6 +89,11 @@ class Axis:
     name: str
     values: tuple = ()
     from_model: str | None = None
+    in_name: tuple | None = None    # ((value, text), ...): what the artifact name writes for each value
+
+    def name_text(self, value) -> Any:
+        """What ``{axis}`` in the artifact name becomes for ``value`` (the value itself unless in_name maps it)."""
+        return dict(self.in_name)[value] if self.in_name is not None else value
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ class OpSpec:
         return tuple(b for b in self.bindings if b.when is None or _Expr(b.when)(values))
 
     def artifact_name(self, values: Mapping[str, Any]) -> str:
-        return self.name.format(**values)
+        return self.name.format(**{**values, **{a.name: a.name_text(values[a.name]) for a in self.axes}})
 
 
 class _Expr:
@@ -273,8 +279,21 @@ def parse_spec(data: Any, path: Path | str, templates: Path | None = None) -> Op
     for name, vals in axes.items():
         f = f"axes.{name}"
         want(isinstance(name, str) and name.isidentifier(), f, "axis names must be identifiers")
-        if isinstance(vals, dict):
-            want(set(vals) == {"from_model"}, f, f"a mapping axis takes only 'from_model', got {sorted(vals)}")
+        if isinstance(vals, dict) and "values" in vals:
+            want(set(vals) == {"values", "in_name"}, f,
+                 f"a mapping axis with 'values' takes 'values' and 'in_name', got {sorted(vals)}")
+            vl, nm = vals["values"], vals["in_name"]
+            want(isinstance(vl, list) and vl and all(isinstance(v, str) for v in vl), f + ".values",
+                 f"must be a non-empty list of strings, got {vl!r}")
+            _check_axis_values(path, op, name, vl)
+            want(isinstance(nm, dict) and set(nm) == set(vl) and all(isinstance(t, str) for t in nm.values()),
+                 f + ".in_name", f"must map each of {vl} to the text the artifact name writes for it, got {nm!r}")
+            want(len(set(nm.values())) == len(nm), f + ".in_name",
+                 f"two values write the same text {nm!r}, so artifact names would collide")
+            al.append(Axis(name, tuple(vl), None, tuple((v, nm[v]) for v in vl)))
+        elif isinstance(vals, dict):
+            want(set(vals) == {"from_model"}, f, f"a mapping axis takes only 'from_model' (or 'values' and "
+                 f"'in_name'), got {sorted(vals)}")
             want(vals["from_model"] in MODEL_FIELDS, f + ".from_model", f"unknown model field {vals['from_model']!r}",
                  f"use one of {', '.join(MODEL_FIELDS)}")
             al.append(Axis(name, (), vals["from_model"]))

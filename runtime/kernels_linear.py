@@ -26,10 +26,20 @@ class LinearOps:
         return sorted({a.axes["bucket"] for a in self.manifest.artifacts.values()
                        if a.op == "matmul" and a.axes.get("format") == fmt})
 
-    def linear(self, rec: Recording, W: Weight, x, y, T: int) -> None:
-        """y[T, W.N] = x[T, W.K] @ W.T in fp32 (T == 1: matvec; T <= 256: matmul of the bucket >= T)."""
+    def linear(self, rec: Recording, W: Weight, x, y, T: int, act: str | None = None) -> None:
+        """y[T, W.N] = x[T, W.K] @ W.T in fp32 (T == 1: matvec; T <= 256: matmul of the bucket >= T).
+
+        act='geglu' (decode only, T == 1): x holds [2 W.K], gate columns then up columns (geglu's
+        input), and the product uses gelu_tanh(gate) * up as its vector -- the GeGLU folded into
+        the down projection, one dispatch instead of two."""
         if T < 1:
             raise GemforgeError(f"linear '{W.name}': T = {T} rows; at least 1 is needed")
+        if act not in (None, "geglu"):
+            raise GemforgeError(f"linear '{W.name}': act={act!r} is not a known activation", "use act='geglu' or none")
+        if act and T != 1:
+            raise GemforgeError(f"linear '{W.name}': act={act!r} is fused only into the decode matrix-vector "
+                                f"product (T = 1), not T = {T} rows",
+                                f"for T > 1 run k.{act}(...) first, then linear without act")
         buckets = self.buckets(W.fmt) if T > 1 else []
         if T > 1 and (not buckets or T > buckets[-1]):
             raise GemforgeError(f"linear '{W.name}': T = {T} rows exceed the largest prefill bucket built for "
@@ -38,7 +48,9 @@ class LinearOps:
         _need(f"linear '{W.name}' x", x, 4 * T * W.K, f"x must hold [{T}, {W.K}] fp32")
         _need(f"linear '{W.name}' y", y, 4 * T * W.N, f"y must hold [{T}, {W.N}] fp32")
         if T == 1:
-            prog = self.program("matvec", format=W.fmt)
+            if act:
+                _need(f"linear '{W.name}' x", x, 4 * 2 * W.K, f"x must hold [{2 * W.K}] fp32 (gate, then up) for act={act!r}")
+            prog = self.program("matvec", format=W.fmt, input=act or "plain")
             R = prog.artifact.values["rows_per_wg"]
             for p in W.parts:
                 rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y}, {"K": W.K, "rows": p.rows, "row0": p.row0},

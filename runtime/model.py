@@ -158,8 +158,11 @@ class Engine:
             # h = x + post_attn_norm(o); xn = ffn_norm(h)
             k.rmsnorm(rec, self.o, L.post_attn_norm, self.h, T, H, cfg.eps, residual=self.x, w2=L.ffn_norm, z=self.xn)
             k.linear(rec, L.w_gate_up, self.xn, self.gu, T)
-            k.geglu(rec, self.gu, self.act, T, cfg.ffn)
-            k.linear(rec, L.w_down, self.act, self.down, T)
+            if T == 1:   # decode: the GeGLU folded into the down projection's matvec
+                k.linear(rec, L.w_down, self.gu, self.down, T, act="geglu")
+            else:
+                k.geglu(rec, self.gu, self.act, T, cfg.ffn)
+                k.linear(rec, L.w_down, self.act, self.down, T)
             # x = h + post_ffn_norm(down); xn = the next layer's attn_norm(x)
             if i + 1 < len(self.layers):
                 k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h,

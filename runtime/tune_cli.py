@@ -26,7 +26,7 @@ from .cli import register
 from .errors import DeviceError, GemforgeError
 
 # op -> (rows T per call, axes beyond the format, rows of the numpy check)
-TUNABLE = {"matvec": (1, {}, 1), "matmul": (256, {"bucket": 256}, 200)}
+TUNABLE = {"matvec": (1, {"input": "plain"}, 1), "matmul": (256, {"bucket": 256}, 200)}
 
 EXAMPLES = """examples:
   gemforge kernels --tune-candidates matvec --tune-candidates matmul:bucket=256   # where glslc is
@@ -143,6 +143,14 @@ def cmd_tune(args) -> int:
         params = {p: best.values[p] for p in k.manifest.artifacts[best_name].values
                   if p not in best.axes}
         entries.setdefault(op, {})[default.name] = params
+        # siblings that differ only in their input (matvec_<format>_geglu) read the same weights in the
+        # same order: they take the same parameters
+        def but_input(a):
+            return {n: v for n, v in a.axes.items() if n != "input"}
+        for sib in man.artifacts.values():
+            if sib.op == op and sib.tuning_key == "default" and sib.name != default.name \
+                    and but_input(sib) == but_input(default):
+                entries[op][sib.name] = dict(params)
         results[default.name] = {"models": args.model, "best_ms_per_token": round(1e3 * best_t, 4),
                                  "default_ms_per_token": round(1e3 * scores[default.name][0], 4),
                                  "params": params, "candidates": len(scores)}

@@ -62,6 +62,30 @@ def test_from_model_axis_without_models_is_an_error():
         expand(s, {})
 
 
+def test_in_name_axes_write_their_text_in_the_name_and_their_value_everywhere_else():
+    s = spec(name="t_{format}{input}", axes={"format": ["f32", "q8_0"],
+                                             "input": {"values": ["plain", "geglu"],
+                                                       "in_name": {"plain": "", "geglu": "_geglu"}}},
+             constraints=["not (format == 'f32' and input == 'geglu')"])
+    vs = expand(s)
+    assert names(vs) == ["t_f32", "t_q8_0", "t_q8_0_geglu"]
+    assert [v.axes for v in vs] == [{"format": "f32", "input": "plain"}, {"format": "q8_0", "input": "plain"},
+                                    {"format": "q8_0", "input": "geglu"}]
+
+
+@pytest.mark.parametrize("axis,message", [
+    ({"values": ["a", "b"], "in_name": {"a": ""}},
+     r"field 'axes.input.in_name': must map each of \['a', 'b'\] to the text the artifact name writes for it"),
+    ({"values": ["a", "b"], "in_name": {"a": "_x", "b": "_x"}},
+     r"field 'axes.input.in_name': two values write the same text .* so artifact names would collide"),
+    ({"values": ["a", "b"]}, r"field 'axes.input': a mapping axis with 'values' takes 'values' and 'in_name'"),
+    ({"values": [], "in_name": {}}, r"field 'axes.input.values': must be a non-empty list of strings"),
+])
+def test_bad_in_name_axes_are_errors(axis, message):
+    with pytest.raises(SpecError, match=message):
+        spec(name="t{input}", axes={"input": axis})
+
+
 def test_bindings_with_when_follow_the_variant():
     s = spec(name="t_{mode}", axes={"mode": ["plain", "add"]},
              bindings=[{"name": "x", "access": "read"}, {"name": "r", "access": "read", "when": "mode == 'add'"},

@@ -19,11 +19,14 @@ float gelu_tanh(float x) {
     return 0.5 * x * (1.0 + tanh_stable(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)));
 }
 
+// GeGLU of one element: gate times up
+float geglu1(float gate, float up) { return gelu_tanh(gate) * up; }
+
 void main() {
     const uint gid = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * 256;
     if (gid >= pc.T * pc.F) return;
     const uint t = gid / pc.F;
     const uint f = gid % pc.F;
     const uint base = t * 2u * pc.F;
-    y[gid] = gelu_tanh(gu[base + f]) * gu[base + pc.F + f];
+    y[gid] = geglu1(gu[base + f], gu[base + pc.F + f]);
 }
