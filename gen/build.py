@@ -31,10 +31,12 @@ from gemforge.runtime.errors import GemforgeError, SpecError, ToolError
 from . import manifest as mf
 from .render import environment, render, template_sources
 from .spec import OpSpec, Variant, expand, load_specs, load_yaml
-from .tools import glslc_version, require, run_tool
+from .tools import INSTALL_HINTS, glslang_version, glslc_version, require, run_tool
 
 HASH_VERSION = 2
 GLSLC_FLAGS = ("-fshader-stage=compute", "--target-env=vulkan1.2", "-O")
+GLSLANG_FLAGS = ("-V", "--target-env", "vulkan1.2", "-S", "comp")
+FLAGS = {"glslc": GLSLC_FLAGS, "glslang": GLSLANG_FLAGS}
 
 
 @dataclass
@@ -106,16 +108,22 @@ def parse_tune_ops(items) -> dict[str, list[dict]]:
     return out
 
 
-def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str,
+def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str | dict[str, str | None],
          tuning: dict[str, dict] | None = None, ops: set[str] | None = None,
          tune_ops: dict[str, dict] | None = None) -> list[Planned]:
     """Every Vulkan variant to build, rendered and hashed (pure: no files written).
+    ``compiler``: the identity of each compiler ({'glslc': ..., 'glslang': ...}; a plain string is
+    glslc's); ops whose compiler is None (not installed) are left out.
     ``tune_ops``: also every point of these ops' tuning spaces (for `gemforge tune`)."""
+    compilers = compiler if isinstance(compiler, dict) else {"glslc": compiler}
     env = environment(template_dir)
     mv = model_values(models)
     out: list[Planned] = []
     for spec in specs.values():
         if ops and spec.op not in ops:
+            continue
+        ident = compilers.get(spec.compiler)
+        if ident is None:
             continue
         tsrc = template_sources(template_dir, spec.template, env)
         spec_json = json.dumps(spec.raw, sort_keys=True, default=str)
@@ -138,7 +146,7 @@ def plan(specs: dict[str, OpSpec], models, template_dir: Path, compiler: str,
             variants.extend(candidates(spec, mv, where=tune_ops[spec.op]))
         for v in variants:
             src = render(v, template_dir, env)
-            out.append(Planned(v, src, content_hash(tsrc, spec_json, v, compiler, src)))
+            out.append(Planned(v, src, content_hash(tsrc, spec_json, v, ident, src)))
     names = [p.name for p in out]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -156,7 +164,7 @@ def content_hash(template_sources: list[tuple[str, str]], spec_json: str, varian
         "values": sorted(variant.values.items()),  # axes and params, tuning overrides included
         "tuning_key": variant.tuning_key,
         "compiler": compiler,
-        "flags": GLSLC_FLAGS,
+        "flags": FLAGS[variant.spec.compiler],
         "source": source,                       # covers changes of the generator itself
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
@@ -180,13 +188,17 @@ def _artifact(p: Planned, file: str, source: str) -> mf.Artifact:
         axes=p.variant.axes,
         bindings=[{"binding": i, "name": b.name, "access": b.access} for i, b in enumerate(p.variant.bindings)],
         push_constants=pcs, push_size=4 * len(pcs), workgroup_size=_workgroup(p.source), hash=p.hash,
-        tuning_key=p.variant.tuning_key)
+        tuning_key=p.variant.tuning_key,
+        extra={"requires": list(spec.requires), "compiler": spec.compiler} if spec.requires else {})
 
 
-def compile_glsl(src_path: Path, out_path: Path) -> None:
-    """glslc a rendered compute shader into ``out_path`` atomically."""
+def compile_glsl(src_path: Path, out_path: Path, compiler: str = "glslc") -> None:
+    """Compile a rendered compute shader into ``out_path`` atomically (glslc, or glslangValidator)."""
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    cmd = [require("glslc"), *GLSLC_FLAGS, "-o", str(tmp), str(src_path)]
+    if compiler == "glslang":
+        cmd = [require("glslangValidator"), *GLSLANG_FLAGS, "-o", str(tmp), str(src_path)]
+    else:
+        cmd = [require("glslc"), *GLSLC_FLAGS, "-o", str(tmp), str(src_path)]
     try:
         run_tool(cmd, hint=f"the rendered source is {src_path}; fix its template")
         os.replace(tmp, out_path)
@@ -236,8 +248,13 @@ def build(build_dir: Path | None = None, *, configs_dir: Path | None = None, tem
                         f"known ops: {', '.join(specs)}")
     models = model_configs(configs_dir / "models")
     compiler = glslc_version()
+    compilers = {"glslc": compiler, "glslang": glslang_version()}
     tuning = load_tuning(configs_dir / "tuning", specs)
-    planned = plan(specs, models, tdir, compiler, tuning, ops, tune_ops)
+    planned = plan(specs, models, tdir, compilers, tuning, ops, tune_ops)
+    skipped = sorted(s.op for s in specs.values() if compilers.get(s.compiler) is None and (not ops or s.op in ops))
+    if skipped:
+        log(f"kernels: op(s) {', '.join(skipped)} not built: glslangValidator (GL_KHR_cooperative_matrix) was not "
+            f"found; {INSTALL_HINTS['glslangValidator']}. Devices use the portable kernels instead, and say so.")
     with _locked(build_dir):
         manifest, compiled = _compile_all(planned, build_dir, _previous(build_dir), compiler, sorted(models),
                                           jobs, ops, progress)
@@ -263,7 +280,7 @@ def _compile_all(planned: list[Planned], build_dir: Path, old: mf.Manifest, comp
     def one(p: Planned) -> mf.Artifact:
         src_path = build_dir / f"src/{p.name}.comp"
         mf.atomic_write(src_path, p.source.encode())
-        compile_glsl(src_path, build_dir / f"spirv/{p.name}.spv")
+        compile_glsl(src_path, build_dir / f"spirv/{p.name}.spv", p.variant.spec.compiler)
         return _artifact(p, f"spirv/{p.name}.spv", f"src/{p.name}.comp")
 
     failures: list[tuple[Planned, ToolError]] = []

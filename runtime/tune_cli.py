@@ -26,7 +26,8 @@ from .cli import register
 from .errors import DeviceError, GemforgeError
 
 # op -> (rows T per call, axes beyond the format, rows of the numpy check)
-TUNABLE = {"matvec": (1, {"input": "plain"}, 1), "matmul": (256, {"bucket": 256}, 200)}
+TUNABLE = {"matvec": (1, {"input": "plain"}, 1), "matmul": (256, {"bucket": 256}, 200),
+            "matmul_coop": (256, {"bucket": 256}, 200)}
 
 EXAMPLES = """examples:
   gemforge kernels --tune-candidates matvec --tune-candidates matmul:bucket=256   # where glslc is
@@ -78,7 +79,10 @@ def _check(device, k, op, axes, T, rng) -> None:
     err = float(np.abs(got - want).max() / max(1.0, np.abs(want).max()))
     for b in [bx, by] + [p.buffer for p in W.parts]:
         b.destroy()
-    if not err < 1e-4:
+    from gemforge.gen.spec import load_spec
+    from .paths import configs_dir
+    tol = load_spec(configs_dir() / "ops" / f"{op}.yaml").tolerance.get(fmt, 1e-4)
+    if not err < max(tol, 1e-4):
         raise GemforgeError(f"tune: candidate {k.program(op, **axes).name} is wrong "
                             f"(relative error {err:.3g}): a kernel bug, not a tuning choice")
 
@@ -95,6 +99,9 @@ def cmd_tune(args) -> int:
     op = args.op
     dev = Device(args.device)
     k = Kernels(dev)
+    k.portable_only = op == "matmul"        # linear() must run the op being tuned
+    if op == "matmul_coop" and k.matmul_choice(args.weights.split(",")[0], 256)[0] != "matmul_coop":
+        raise GemforgeError(f"--op matmul_coop: {k.matmul_choice(args.weights.split(',')[0], 256)[1]}")
     man = mf.load(build_dir())
     out = Path(args.out) if args.out else configs_dir() / "tuning" / f"{dev.info.key}.yaml"
     doc = yaml.safe_load(out.read_text()) if out.is_file() else None
@@ -142,7 +149,7 @@ def cmd_tune(args) -> int:
         best_name, (best_t, best) = min(scores.items(), key=lambda kv: kv[1][0])
         params = {p: best.values[p] for p in k.manifest.artifacts[best_name].values
                   if p not in best.axes}
-        entries.setdefault(op, {})[default.name] = params
+        entries.setdefault(op, {})[default.name] = dict(params)   # a copy: no YAML anchors
         # siblings that differ only in their input (matvec_<format>_geglu) read the same weights in the
         # same order: they take the same parameters
         def but_input(a):

@@ -75,6 +75,26 @@ class DeviceInfo:
     storage_8bit: bool
     storage_16bit: bool
     extensions: frozenset = field(default_factory=frozenset, repr=False)
+    vulkan_memory_model: bool = False
+    # KHR cooperative matrix: the extension with its feature bit, and the subgroup-scope shapes
+    # (M, N, K, A type, C type) the driver lists, e.g. (16, 16, 16, 'f16', 'f32')
+    cooperative_matrix: bool = False
+    coopmat_shapes: tuple = ()
+
+    @property
+    def features(self) -> frozenset:
+        """The spec-level device features (gen/spec.py DEVICE_FEATURES) this device has."""
+        f = set()
+        if (self.cooperative_matrix and self.vulkan_memory_model and self.shader_float16
+                and (16, 16, 16, "f16", "f32") in self.coopmat_shapes):
+            f.add("cooperative_matrix")
+        if self.shader_float16 and self.storage_16bit:
+            f.add("float16")
+        if self.shader_int8 and self.storage_8bit:
+            f.add("int8")
+        if self.subgroup_size == 32:
+            f.add("subgroup32")
+        return frozenset(f)
 
     @property
     def is_software(self) -> bool:
@@ -129,6 +149,25 @@ def _version(v: int) -> str:
     return f"{v >> 22}.{(v >> 12) & 0x3FF}.{v & 0xFFF}"
 
 
+_COMPONENT = {0: "f16", 1: "f32", 2: "f64", 3: "s8", 4: "s16", 5: "s32", 6: "s64", 7: "u8", 8: "u16", 9: "u32",
+              10: "u64", 1000141000: "bf16"}
+
+
+def _coopmat_shapes(pd) -> tuple:
+    """Subgroup-scope KHR cooperative-matrix shapes as (M, N, K, A type, C type); () if not queryable."""
+    try:
+        fn = vk.vkGetInstanceProcAddr(_instance(), "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR")
+        props = fn(pd)
+    except Exception:  # the loader or driver lacks the entry point: no cooperative matrix
+        return ()
+    out = set()
+    for p in props:
+        if int(p.scope) == vk.VK_SCOPE_SUBGROUP_KHR and int(p.AType) == int(p.BType):
+            out.add((int(p.MSize), int(p.NSize), int(p.KSize), _COMPONENT.get(int(p.AType), str(p.AType)),
+                     _COMPONENT.get(int(p.CType), str(p.CType))))
+    return tuple(sorted(out, key=str))
+
+
 def _info(index: int, pd) -> DeviceInfo:
     props = vk.vkGetPhysicalDeviceProperties(pd)
     m3 = vk.VkPhysicalDeviceMaintenance3Properties(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES)
@@ -136,14 +175,19 @@ def _info(index: int, pd) -> DeviceInfo:
     drv = vk.VkPhysicalDeviceDriverProperties(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES, pNext=sg)
     p2 = vk.VkPhysicalDeviceProperties2(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, pNext=drv)
     vk.vkGetPhysicalDeviceProperties2(pd, p2)
-    f12 = vk.VkPhysicalDeviceVulkan12Features(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES)
+    exts = frozenset(e.extensionName for e in vk.vkEnumerateDeviceExtensionProperties(pd, None))
+    has_cm = "VK_KHR_cooperative_matrix" in exts
+    fcm = vk.VkPhysicalDeviceCooperativeMatrixFeaturesKHR(
+        sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR) if has_cm else None
+    f12 = vk.VkPhysicalDeviceVulkan12Features(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+                                              pNext=fcm if has_cm else vk.ffi.NULL)
     f11 = vk.VkPhysicalDeviceVulkan11Features(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, pNext=f12)
     f2 = vk.VkPhysicalDeviceFeatures2(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, pNext=f11)
     vk.vkGetPhysicalDeviceFeatures2(pd, f2)
+    cm = bool(has_cm and fcm.cooperativeMatrix)
     mem = vk.vkGetPhysicalDeviceMemoryProperties(pd)
     local = sum(mem.memoryHeaps[i].size for i in range(mem.memoryHeapCount)
                 if mem.memoryHeaps[i].flags & vk.VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
-    exts = frozenset(e.extensionName for e in vk.vkEnumerateDeviceExtensionProperties(pd, None))
     lim = props.limits
     drv_name = vk.ffi.string(drv.driverName).decode(errors="replace")
     drv_info = vk.ffi.string(drv.driverInfo).decode(errors="replace")
@@ -158,7 +202,8 @@ def _info(index: int, pd) -> DeviceInfo:
         min_storage_offset_alignment=int(lim.minStorageBufferOffsetAlignment), device_local_bytes=int(local),
         shader_int8=bool(f12.shaderInt8), shader_float16=bool(f12.shaderFloat16),
         storage_8bit=bool(f12.storageBuffer8BitAccess), storage_16bit=bool(f11.storageBuffer16BitAccess),
-        extensions=exts)
+        extensions=exts, vulkan_memory_model=bool(f12.vulkanMemoryModel), cooperative_matrix=cm,
+        coopmat_shapes=_coopmat_shapes(pd) if cm else ())
 
 
 def list_devices() -> list[DeviceInfo]:
@@ -489,7 +534,13 @@ class Device:
         self.family = compute[0]
         qinfo = vk.VkDeviceQueueCreateInfo(sType=vk.VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
                                            queueFamilyIndex=self.family, queueCount=1, pQueuePriorities=[1.0])
+        use_cm = "cooperative_matrix" in self.info.features
+        fcm = vk.VkPhysicalDeviceCooperativeMatrixFeaturesKHR(
+            sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR,
+            cooperativeMatrix=True) if use_cm else None
         f12 = vk.VkPhysicalDeviceVulkan12Features(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+                                                  pNext=fcm if use_cm else vk.ffi.NULL,
+                                                  vulkanMemoryModel=self.info.vulkan_memory_model,
                                                   shaderInt8=self.info.shader_int8,
                                                   shaderFloat16=self.info.shader_float16,
                                                   storageBuffer8BitAccess=self.info.storage_8bit)
@@ -497,7 +548,9 @@ class Device:
                                                   pNext=f12, storageBuffer16BitAccess=self.info.storage_16bit)
         f2 = vk.VkPhysicalDeviceFeatures2(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, pNext=f11)
         self.handle = _vkcall("vkCreateDevice", vk.vkCreateDevice, self.physical, vk.VkDeviceCreateInfo(
-            sType=vk.VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, pNext=f2, queueCreateInfoCount=1, pQueueCreateInfos=[qinfo]),
+            sType=vk.VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, pNext=f2, queueCreateInfoCount=1, pQueueCreateInfos=[qinfo],
+            enabledExtensionCount=1 if use_cm else 0,
+            ppEnabledExtensionNames=["VK_KHR_cooperative_matrix"] if use_cm else None),
             None, device_name=self.info.name)
         self.queue = vk.vkGetDeviceQueue(self.handle, self.family, 0)
         self._cmd_pool = vk.vkCreateCommandPool(self.handle, vk.VkCommandPoolCreateInfo(

@@ -1,5 +1,8 @@
 """linear (matvec for T = 1, bucketed matmul for 1 < T <= 256) against the numpy reference, every format.
 
+Every T > 1 case runs twice: on the portable matmul and on the cooperative-matrix matmul
+(matmul_coop, fp16 inputs), the latter skipped where the device or the build lacks it.
+
 The reference multiplies by the exact values the device holds (formats.quantize_roundtrip /
 formats.unpack), so the tolerance (the spec's, relative to max |ref|) covers only the order of
 the fp32 sums. Activations up to ~1e3, weights ~0.05 (Gemma's scale). Output rows >= T and
@@ -18,18 +21,34 @@ from gemforge.runtime.kernels import row_words, upload_packed_weight, upload_wei
 from tests.conftest import assert_close
 
 FORMATS = formats.FORMATS
-SPECS = {op: load_spec(paths.configs_dir() / "ops" / f"{op}.yaml") for op in ("matvec", "matmul")}
+SPECS = {op: load_spec(paths.configs_dir() / "ops" / f"{op}.yaml") for op in ("matvec", "matmul", "matmul_coop")}
 SENTINEL = np.float32(-7.25e9)
 
 
-def tolerance(fmt: str, T: int) -> float:
-    return SPECS["matvec" if T == 1 else "matmul"].tolerance[fmt]
+@pytest.fixture(params=["portable", "coopmat"], autouse=True)
+def impl(request, kernels):
+    """Which prefill matmul the test's T > 1 products use."""
+    if request.param == "coopmat":
+        op, why = kernels.matmul_choice("q8_0", 256)
+        if op != "matmul_coop":
+            pytest.skip(f"no cooperative-matrix matmul on this device/build: {why}")
+    kernels.portable_only = request.param == "portable"
+    yield request.param
+    kernels.portable_only = False
 
 
-def expected_kernel(fmt: str, T: int) -> str:
+def _op(T: int, impl: str) -> str:
+    return "matvec" if T == 1 else ("matmul_coop" if impl == "coopmat" else "matmul")
+
+
+def tolerance(fmt: str, T: int, impl: str = "portable") -> float:
+    return SPECS[_op(T, impl)].tolerance[fmt]
+
+
+def expected_kernel(fmt: str, T: int, impl: str = "portable") -> str:
     if T == 1:
         return f"matvec_{fmt}"
-    return f"matmul_{fmt}_b{min(b for b in BUCKETS if b >= T)}"
+    return f"{_op(T, impl)}_{fmt}_b{min(b for b in BUCKETS if b >= T)}"
 
 
 def make(rng, T, N, K):
@@ -40,6 +59,8 @@ def make(rng, T, N, K):
 
 def run(device, kernels, W, x, T, pad_rows=0):
     """linear on the device; returns (y [T, N], the names of the dispatched kernels). Checks the padding."""
+    if T == 1 and not kernels.portable_only:
+        pytest.skip("T = 1 is the matrix-vector product, which has no cooperative-matrix variant")
     N = W.N
     bx = device.upload(x)
     by = device.upload(np.full((T + pad_rows, N), SENTINEL, np.float32))
@@ -55,31 +76,32 @@ def run(device, kernels, W, x, T, pad_rows=0):
 
 @pytest.mark.parametrize("T", [1, 2, 17, 33, 100, 256])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_every_format_and_bucket(device, kernels, rng, fmt, T):
+def test_every_format_and_bucket(device, kernels, rng, impl, fmt, T):
     """K = 1000: not a multiple of the tile nor of a 16-byte chunk of q8_0/q4_0; N = 77: odd."""
     N, K = 77, 1000
     x, w = make(rng, T, N, K)
     W = upload_weight(device, w, fmt, "w")
     bucket = min((b for b in BUCKETS if b >= T), default=0)
     y, names = run(device, kernels, W, x, T, pad_rows=max(0, bucket - T))
-    assert names == [expected_kernel(fmt, T)]
-    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T), f"linear {fmt} T={T}")
+    assert names == [expected_kernel(fmt, T, impl)]
+    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T, impl), f"linear {fmt} T={T}")
 
 
 @pytest.mark.parametrize("T", [1, 17])
 @pytest.mark.parametrize("N,K", [(1, 100), (3, 32), (131, 40), (64, 96), (9, 5376)])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_awkward_shapes(device, kernels, rng, fmt, N, K, T):
+def test_awkward_shapes(device, kernels, rng, impl, fmt, N, K, T):
     """N = 1, odd N, a workgroup's rows not filled, K < a tile, odd numbers of blocks, the 27B hidden size."""
     x, w = make(rng, T, N, K)
     W = upload_weight(device, w, fmt, "w")
     y, _ = run(device, kernels, W, x, T, pad_rows=3)
-    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T), f"linear {fmt} {N}x{K} T={T}")
+    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T, impl),
+                 f"linear {fmt} {N}x{K} T={T}")
 
 
 @pytest.mark.parametrize("T", [1, 40])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_split_weight(device, kernels, rng, fmt, T):
+def test_split_weight(device, kernels, rng, impl, fmt, T):
     """A weight in row parts (as a vocabulary-sized head is): each part writes its own columns of y."""
     N, K = 1001, 160
     x, w = make(rng, T, N, K)
@@ -87,8 +109,23 @@ def test_split_weight(device, kernels, rng, fmt, T):
     W = upload_weight(device, w, fmt, "w", max_part_bytes=4 * (qw + sw) * 300)
     assert len(W.parts) == 4 and W.parts[-1].rows != W.parts[0].rows
     y, names = run(device, kernels, W, x, T, pad_rows=2)
-    assert names == [expected_kernel(fmt, T)] * 4
-    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T), f"split linear {fmt} T={T}")
+    assert names == [expected_kernel(fmt, T, impl)] * 4
+    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T, impl),
+                 f"split linear {fmt} T={T}")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_split_k(device, kernels, rng, impl, fmt):
+    """Few output tiles and a long K: the cooperative-matrix product splits K over workgroups and
+    split_sum adds the partials (a K that is not a multiple of the split, nor of 32)."""
+    if impl != "coopmat":
+        pytest.skip("split K belongs to the cooperative-matrix matmul")
+    N, K, T = 200, 4001, 100
+    x, w = make(rng, T, N, K)
+    W = upload_weight(device, w, fmt, "w")
+    y, names = run(device, kernels, W, x, T, pad_rows=28)
+    assert names == [expected_kernel(fmt, T, impl), "split_sum"]
+    assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T, impl), f"split-K {fmt}")
 
 
 def _dequant_rows(words, fmt, N, K, rows):

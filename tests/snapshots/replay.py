@@ -16,7 +16,7 @@ def render_all() -> dict[str, str]:
 
     tdir = paths.templates_dir() / "glsl"
     specs = load_specs(paths.configs_dir() / "ops", tdir)
-    planned = plan(specs, model_configs(), tdir, compiler="", tuning=load_tuning(paths.configs_dir() / "tuning", specs))
+    planned = plan(specs, model_configs(), tdir, compiler={"glslc": "", "glslang": ""}, tuning=load_tuning(paths.configs_dir() / "tuning", specs))
     return {p.name: p.source for p in planned}
 
 

@@ -32,8 +32,16 @@ CASES = {
     "unknown-key": (
         "configs/ops/scale.yaml", SCALE_YAML.replace("summary:", "sumary:"),
         "{root}/configs/ops/scale.yaml: op 'scale', field 'sumary': unknown key",
-        "allowed keys: axes, bindings, constraints, name, npu, op, params, push_constants, summary, template, "
-        "tolerance, tuning"),
+        "allowed keys: axes, bindings, compiler, constraints, name, npu, op, params, push_constants, requires, "
+        "summary, template, tolerance, tuning"),
+    "unknown-compiler": (
+        "configs/ops/scale.yaml", SCALE_YAML + "compiler: nvcc\n",
+        "{root}/configs/ops/scale.yaml: op 'scale', field 'compiler': unknown compiler 'nvcc'",
+        "use one of glslc, glslang"),
+    "unknown-feature": (
+        "configs/ops/scale.yaml", SCALE_YAML + "requires: [tensor_cores]\n",
+        "{root}/configs/ops/scale.yaml: op 'scale', field 'requires': unknown device feature 'tensor_cores'",
+        "use one of cooperative_matrix, float16, int8, subgroup32"),
     "wrong-type": (
         "configs/ops/scale.yaml", SCALE_YAML.replace("  wg_size: 64", "  wg_size: [64]"),
         "{root}/configs/ops/scale.yaml: op 'scale', field 'params.wg_size': default must be a number or string, "

@@ -1,0 +1,83 @@
+"""Per-shape timings of `linear`: GPU time, read bandwidth and FLOP rate for every matrix of a model.
+
+  python3 bench/linear_probe.py --model 27b --weights q4_0,q8_0            # decode (T = 1, and geglu-fused down)
+  python3 bench/linear_probe.py --model 4b --weights q8_0 --T 256 [--portable-matmul]   # prefill products
+
+Times each [N, K] weight of the model (synthetic values: speed depends on shape and format) with
+GPU timestamps over --reps back-to-back dispatches, after a warm-up submit; prints and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import numpy as np
+
+from gemforge.runtime.config import model_config
+from gemforge.runtime.kernels import Kernels, upload_packed_weight
+from gemforge.runtime.synthetic import random_packed
+from gemforge.runtime.tune_cli import matvec_shapes
+from gemforge.runtime.vulkan import Device
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="27b")
+    ap.add_argument("--weights", default="q4_0,q8_0")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--T", type=int, default=1, help="rows of x (1: matvec; up to 256: the prefill matmul)")
+    ap.add_argument("--portable-matmul", action="store_true")
+    ap.add_argument("--split-groups", type=int, help="Kernels.SPLIT_K_GROUPS (split K until this many workgroups)")
+    ap.add_argument("--split-min", type=int, help="Kernels.SPLIT_K_MIN (the least K per split)")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    dev = Device()
+    k = Kernels(dev)
+    k.portable_only = a.portable_matmul
+    if a.split_groups:
+        k.SPLIT_K_GROUPS = a.split_groups
+    if a.split_min:
+        k.SPLIT_K_MIN = a.split_min
+    T = a.T
+    cfg = model_config(a.model)
+    rng = np.random.default_rng(0)
+    rows = []
+    names = ["qkv", "o", "gate_up", "down", "head"]
+    for fmt in a.weights.split(","):
+        for name, (N, K, times) in zip(names, matvec_shapes(cfg)):
+            if T > 1 and name == "head":
+                continue
+            W = upload_packed_weight(dev, random_packed(fmt, N, K, rng), fmt, N, K, name)
+            x = dev.upload(rng.standard_normal(2 * K * T).astype(np.float32))
+            y = dev.buffer(4 * N * T)
+            res = {}
+            kernel = k.matmul_choice(fmt, 256)[0] if T > 1 else "matvec"
+            for act in ([None, "geglu"] if name == "down" and T == 1 else [None]):
+                rec = dev.record(timestamps=True, label="probe")
+                for _ in range(a.reps):
+                    k.linear(rec, W, x, y, 1, act=act) if act else k.linear(rec, W, x, y, T)
+                rec.submit()
+                rec.submit()
+                t = statistics.median(s for _, s in rec.times())
+                rec.destroy()
+                res[act or "plain"] = t
+            for act, t in res.items():
+                tflops = 2 * T * N * K / t / 1e12
+                row = {"model": a.model, "format": fmt, "matrix": name, "act": act, "T": T, "N": N, "K": K,
+                       "kernel": kernel, "bytes": W.nbytes, "us": 1e6 * t, "GB_s": W.nbytes / t / 1e9,
+                       "TFLOP_s": tflops, "per_token": times}
+                rows.append(row)
+                print(f"{a.model} {fmt:5} {kernel:11} {name:8} {act:6} T={T:<3} {N:6}x{K:<6} {W.nbytes / 1e6:8.1f} MB "
+                      f"{1e6 * t:9.1f} us {W.nbytes / t / 1e9:6.0f} GB/s {tflops:6.1f} TFLOP/s", flush=True)
+            for p in W.parts:
+                p.buffer.destroy()
+    if a.out:
+        open(a.out, "w").write(json.dumps({"device": dev.info.describe(), "command": " ".join(sys.argv),
+                                           "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
