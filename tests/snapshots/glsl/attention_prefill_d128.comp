@@ -2,6 +2,7 @@
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_arithmetic : enable
 // gemforge kernel attention_prefill_d128 (generated from templates/glsl; do not edit)
+#extension GL_EXT_control_flow_attributes : enable
 // Flash attention over a ring-buffer KV cache (prefill: 32 query rows x 32 keys per block, D = 128).
 // Workgroup (tile, kv head hk, split). Query rows of a kv head are the pairs (t, g), row = t * G + g,
 // q head hk * G + g. Keys are visited by age a = p_end - kpos, slot (p_end - a) mod C.
@@ -81,9 +82,13 @@ void main() {
             for (uint i = 0u; i < 8u; i++) s[i] = 0.0;
             if (a < a_end) {
                 const uint kb = ((uint(p_end - a) % pc.C) * pc.Hkv + hk) * 32u;
-                for (uint d = 0u; d < 32u; d++) {
-                    const vec4 k4 = kcache[kb + d];
-                    for (uint i = 0u; i < 8u; i++) s[i] += dot(q[qbase[i] + d], k4);
+                // 8 loads issued before their products: a rolled loop would wait a memory
+                // latency per vec4
+                for (uint d0 = 0u; d0 < 32u; d0 += 8u) {
+                    vec4 k4[8];
+                    [[unroll]] for (uint d = 0u; d < 8u; d++) k4[d] = kcache[kb + d0 + d];
+                    [[unroll]] for (uint d = 0u; d < 8u; d++)
+                        [[unroll]] for (uint i = 0u; i < 8u; i++) s[i] += dot(q[qbase[i] + d0 + d], k4[d]);
                 }
             }
             for (uint i = 0u; i < 8u; i++) {
@@ -126,10 +131,18 @@ void main() {
         {   // (3) O = O * alpha + P V
             for (uint i = 0u; i < 8u; i++) acc[i] *= alpha_s[ro + i * 4u];
             const int nk = min(32, a_end - blk);
-            for (int j = 0; j < nk; j++) {
-                const uint slot = uint(p_end - blk - j) % pc.C;
-                const vec4 v4 = vcache[(slot * pc.Hkv + hk) * 32u + dv];
-                for (uint i = 0u; i < 8u; i++) acc[i] += P[(ro + i * 4u) * 32u + uint(j)] * v4;
+            for (int j0 = 0; j0 < nk; j0 += 8) {     // 8 value rows in flight, then their products
+                vec4 v4[8];
+                [[unroll]] for (int jj = 0; jj < 8; jj++) {
+                    const uint slot = uint(p_end - blk - min(j0 + jj, nk - 1)) % pc.C;
+                    v4[jj] = vcache[(slot * pc.Hkv + hk) * 32u + dv];
+                }
+                [[unroll]] for (int jj = 0; jj < 8; jj++) {
+                    if (j0 + jj < nk) {
+                        for (uint i = 0u; i < 8u; i++)
+                            acc[i] += P[(ro + i * 4u) * 32u + uint(j0 + jj)] * v4[jj];
+                    }
+                }
             }
         }
         barrier();
