@@ -43,7 +43,7 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 }
 // Prefill matrix-matrix product on cooperative matrices (tensor cores), bucket 256:
 //   y[m, row0 + n] = sum_k x[m, k] W[n, k]   for m < T, n < rows (row stride ldy).
-// A workgroup of 2 x 4 subgroups computes a TM x TN tile; subgroup (wm, wn) owns
+// A workgroup of 2 x 8 subgroups computes a TM x TN tile; subgroup (wm, wn) owns
 // WM x WN of it as (WM/16) x (WN/16) 16x16 fp32 accumulators. Per K step of TK the workgroup stages
 // x (fp32 -> fp16) and W (dequantized with its block scale -> fp16) in shared memory, k contiguous
 // per row; A fragments load row-major from the x tile, B fragments column-major from the W tile.
@@ -52,17 +52,17 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 // Results pass through a per-subgroup 16x16 shared tile so rows >= T and outputs >= rows are
 // never written. Split K (grid z > 1): workgroup z covers K [z kchunk, (z + 1) kchunk) and writes
 // its partial tile to part[z, m, n]; split_sum then adds the splits into y.
-layout(local_size_x = 256) in;
+layout(local_size_x = 512) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x4 { vec4 x4[]; };
 layout(std430, set = 0, binding = 2) restrict writeonly buffer B_y { float y[]; };
 layout(std430, set = 0, binding = 3) restrict writeonly buffer B_part { float part[]; };
 layout(push_constant) uniform PushConstants { uint T; uint K; uint rows; uint row0; uint ldy; uint kchunk; } pc;
 
-const uint TM = 64u, TN = 128u, TK = 32u;
-const uint WM = 32u, WN = 32u, NWN = 4u;
+const uint TM = 128u, TN = 256u, TK = 32u;
+const uint WM = 64u, WN = 32u, NWN = 8u;
 const uint FM = WM / 16u, FN = WN / 16u;
-const uint NSG = 8u, SG = 32u, NT = NSG * SG;
+const uint NSG = 16u, SG = 32u, NT = NSG * SG;
 const uint CK = TK / WE;              // weight chunks per row and K step
 const uint LD = TK / 4u + 2u;         // row stride of the shared tiles in f16vec4 (16 bytes of padding)
 const uint XI = (TM * (TK / 4u) + NT - 1u) / NT;   // x items (4 consecutive k of one row) per thread
