@@ -322,6 +322,13 @@ class Model:
         i = self.device.info
         return f"{i.name} ({'hardware' if not i.is_software else 'software rasterizer'})"
 
+    @property
+    def prefill_matmul(self) -> str:
+        """Which prefill matrix product this device runs, and why (cooperative matrix or portable)."""
+        k = self.engine.k
+        buckets = k.buckets(self.engine.fmt)
+        return k.matmul_choice(self.engine.fmt, buckets[-1])[1] if buckets else "no prefill kernels built"
+
     def placement_summary(self) -> str:
         return f"placement {self.placement}: every op on {self.device_summary}"
 

@@ -57,14 +57,16 @@ def summary(model) -> dict:
     return {"prompt_tokens": s.prompt_tokens, "generated_tokens": s.generated_tokens,
             "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
             "finish_reason": s.finish_reason, "device": i.name, "hardware": not i.is_software,
-            "placement": model.placement, "weights": model.engine.fmt, "model": model.config.name}
+            "placement": model.placement, "weights": model.engine.fmt, "model": model.config.name,
+            "prefill_matmul": model.prefill_matmul}
 
 
 def summary_line(d: dict) -> str:
     kind = "hardware" if d["hardware"] else "SOFTWARE rasterizer"
     return (f"[{d['prompt_tokens']} prompt tokens, prefill {d['prefill_tok_s']:.1f} tok/s, "
             f"{d['generated_tokens']} generated, decode {d['decode_tok_s']:.1f} tok/s; {d['model']} {d['weights']} "
-            f"on {d['device']} ({kind}); placement {d['placement']}: all ops on this device]")
+            f"on {d['device']} ({kind}); placement {d['placement']}: all ops on this device; "
+            f"prefill: {d['prefill_matmul']}]")
 
 
 def cmd_run(args) -> int:

@@ -102,6 +102,8 @@ def test_cli_france_f32(model_path, build):
     summary = out.stderr.strip().splitlines()[-1]
     assert "prompt tokens" in summary and "decode" in summary and "placement vulkan" in summary
     assert ("hardware" in summary) or ("SOFTWARE" in summary)
+    # the prefill matrix product it ran, and why (lavapipe: the portable one, lacking cooperative matrix)
+    assert "prefill: cooperative-matrix matmul" in summary or "prefill: portable matmul (" in summary
 
 
 def test_buckets_and_chunks_give_the_same_tokens(models, goldens):
