@@ -7,7 +7,10 @@ from tests.conftest import assert_close
 TOL = 1e-5
 
 
-@pytest.mark.parametrize("rows,L", [(1, 640), (7, 640), (4, 256), (3, 1000), (16, 5376)])
+# L = 1 and 7: most threads hold nothing; 5376: the longest row kept in registers (max_L);
+# 6001: longer than the registers hold (elements read again from memory)
+@pytest.mark.parametrize("rows,L", [(1, 640), (7, 640), (4, 256), (3, 1000), (16, 5376), (2, 1), (5, 7),
+                                    (2, 6001)])
 @pytest.mark.parametrize("mode", ["plain", "add", "add_norm"])
 def test_rmsnorm(device, kernels, rng, rows, L, mode):
     x = (rng.standard_normal((rows, L)) * 300).astype(np.float32)   # the residual stream grows large

@@ -2,7 +2,12 @@
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_arithmetic : enable
 // gemforge kernel rmsnorm_add_norm (generated from templates/glsl; do not edit)
-// One workgroup per row: sum of squares in fp32, tree reduction in shared memory.
+#extension GL_EXT_control_flow_attributes : enable
+// One workgroup per row, sums of squares in fp32. Each thread reads its elements i = tid + j * WG,
+// j < NPT, once into registers: x, then (add modes) r and w once for h, kept for the second norm.
+// A row longer than NPT * WG = 5632 reads the rest from memory again. Workgroup sum:
+// subgroupAdd, one shared slot per subgroup, subgroupAdd of the slots (any subgroup size): one
+// barrier per sum.
 layout(local_size_x = 512) in;
 layout(std430, set = 0, binding = 0) restrict readonly buffer B_x { float x[]; };
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_w { float w[]; };
@@ -12,19 +17,19 @@ layout(std430, set = 0, binding = 4) restrict writeonly buffer B_y { float y[]; 
 layout(std430, set = 0, binding = 5) restrict writeonly buffer B_z { float z[]; };
 layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; } pc;
 
-shared float partial[512];
+const uint WG = 512u;
+const uint NPT = 11u;   // elements a thread keeps in registers
+shared float partial[2][WG];   // one slot per subgroup and sum: WG slots fit any subgroup size
 
-// sum over the workgroup of every thread's v (all threads must call it)
-float wg_sum(float v) {
-    const uint tid = gl_LocalInvocationID.x;
+// sum over the workgroup of every thread's v (all threads must call it), the same value in every
+// thread; sum k uses its own slots, so no barrier is needed before a second sum
+float wg_sum(float v, uint k) {
+    v = subgroupAdd(v);
+    if (subgroupElect()) partial[k][gl_SubgroupID] = v;
     barrier();
-    partial[tid] = v;
-    barrier();
-    for (uint s = 256; s > 0; s >>= 1) {
-        if (tid < s) partial[tid] += partial[tid + s];
-        barrier();
-    }
-    return partial[0];
+    float t = 0.0;
+    for (uint g = gl_SubgroupInvocationID; g < gl_NumSubgroups; g += gl_SubgroupSize) t += partial[k][g];
+    return subgroupAdd(t);
 }
 
 void main() {
@@ -32,21 +37,45 @@ void main() {
     if (row >= pc.rows) return;   // uniform per workgroup
     const uint tid = gl_LocalInvocationID.x;
     const uint base = row * pc.L;
+    float v[NPT];
     float ss = 0.0;
-    for (uint i = tid; i < pc.L; i += 512) {
-        const float v = x[base + i];
-        ss += v * v;
+    [[unroll]] for (uint j = 0u; j < NPT; j++) {
+        if (j * WG >= pc.L) break;   // uniform: the row ends
+        const uint i = tid + j * WG;
+        v[j] = i < pc.L ? x[base + i] : 0.0;
+        ss += v[j] * v[j];
     }
-    const float inv = inversesqrt(wg_sum(ss) / float(pc.L) + pc.eps);
+    for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
+        const float e = x[base + i];
+        ss += e * e;
+    }
+    const float inv = inversesqrt(wg_sum(ss, 0u) / float(pc.L) + pc.eps);
+    // h = r + x * inv * w, kept in v for the second norm
     float ss2 = 0.0;
-    for (uint i = tid; i < pc.L; i += 512) {
+    [[unroll]] for (uint j = 0u; j < NPT; j++) {
+        if (j * WG >= pc.L) break;   // uniform: the row ends
+        const uint i = tid + j * WG;
+        if (i < pc.L) {
+            v[j] = r[base + i] + v[j] * inv * w[i];
+            y[base + i] = v[j];
+        } else {
+            v[j] = 0.0;
+        }
+        ss2 += v[j] * v[j];
+    }
+    for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
         const float h = r[base + i] + x[base + i] * inv * w[i];
         y[base + i] = h;
         ss2 += h * h;
     }
-    // y is write-only: recompute h (the same expression) rather than read it back
-    const float inv2 = inversesqrt(wg_sum(ss2) / float(pc.L) + pc.eps);
-    for (uint i = tid; i < pc.L; i += 512) {
+    // z = norm(h) * w2 (y is write-only: h comes from registers, or is recomputed beyond them)
+    const float inv2 = inversesqrt(wg_sum(ss2, 1u) / float(pc.L) + pc.eps);
+    [[unroll]] for (uint j = 0u; j < NPT; j++) {
+        if (j * WG >= pc.L) break;   // uniform: the row ends
+        const uint i = tid + j * WG;
+        if (i < pc.L) z[base + i] = v[j] * inv2 * w2[i];
+    }
+    for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
         const float h = r[base + i] + x[base + i] * inv * w[i];
         z[base + i] = h * inv2 * w2[i];
     }
