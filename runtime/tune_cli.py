@@ -54,8 +54,8 @@ def _time(device, k, W, x, y, reps: int, T: int) -> float:
         k.linear(rec, W, x, y, T)
     rec.submit()     # warm-up
     rec.submit()
-    # all of the recording's GPU time per call: a call may be several dispatches (split K + its sum)
-    t = sum(s for _, s in rec.times()) / reps
+    # steady-state GPU time per call (a call may be several dispatches: split K + its sum)
+    t = rec.per_call(reps)
     rec.destroy()
     return t
 

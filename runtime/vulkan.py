@@ -505,6 +505,21 @@ class Recording:
             prev_end = ts[2 * i + 1]
         return res
 
+    def per_call(self, calls: int) -> float:
+        """GPU seconds per call of a recording made of ``calls`` identical calls (each one or more
+        dispatches): the span from the end of the first call to the end of the last, over calls - 1.
+        Steady state, barriers included, free of the first dispatch's start latency."""
+        if not self.timestamps or calls < 2 or len(self.names) % calls:
+            raise GemforgeError(f"per_call needs a timestamped recording of >= 2 equal calls "
+                                f"({len(self.names)} dispatches, {calls} calls)")
+        n = 2 * len(self.names)
+        out = np.zeros(n, np.uint64)
+        vk.vkGetQueryPoolResults(self.device.handle, self.query_pool, 0, n, 8 * n, vk.ffi.from_buffer(out), 8,
+                                 vk.VK_QUERY_RESULT_64_BIT | vk.VK_QUERY_RESULT_WAIT_BIT)
+        ends = out[1::2].astype(np.float64) * self.device.info.timestamp_period * 1e-9
+        d = len(self.names) // calls
+        return float(ends[-1] - ends[d - 1]) / (calls - 1)
+
     def destroy(self) -> None:
         if self.cmd is None:
             return

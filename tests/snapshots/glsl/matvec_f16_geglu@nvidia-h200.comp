@@ -25,9 +25,10 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
     return 1.0;
 }
 // Decode matrix-vector product over one weight part: y[row0 + n] = sum_k W[n, k] x[k], n < rows.
-// A workgroup computes R rows. Every thread walks the K chunks c = tid, tid + WG, ...: per chunk it
-// issues R independent 16-byte weight loads (one per row) and reads the matching x once for all R
-// rows. Partial sums: subgroupAdd, then across subgroups in shared memory (any subgroup size).
+// A workgroup computes R rows. Every thread walks the K chunks c = tid, tid + WG, ...: per loop trip
+// it issues U x R independent 16-byte weight loads (U chunks, one load per row) before any product,
+// and reads the matching x once for all R rows. Partial sums: subgroupAdd, then across subgroups in
+// shared memory (any subgroup size).
 // input geglu: x holds [2K], gate then up, and the vector is x_k = gelu_tanh(gate_k) * up_k (the
 // GeGLU before the down projection, folded into its product: computed as the chunk is loaded).
 layout(local_size_x = 128) in;
@@ -38,6 +39,7 @@ layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; } pc
 
 const uint WG = 128u;
 const uint R = 4u;
+const uint U = 1u;
 shared float red[R][WG];   // one partial per subgroup and row; WG slots fit any subgroup size
 
 // tanh from e = exp(-2|y|) in (0, 1]: never overflows, exact limits +-1 for large |y|.
@@ -69,37 +71,46 @@ void main() {
     }
     const bool up_vec4 = (pc.K & 3u) == 0u;     // up (x[K ..]) starts on a vec4: read it as vec4s
     const uint up4 = pc.K / 4u;
-    for (uint c = tid; c < nchunk; c += WG) {
-        uvec4 q[R];
-        [[unroll]] for (uint i = 0u; i < R; i++) q[i] = w[w_chunk(r[i], c, Kp)];
-        vec4 xv[XV];
-        if (c < nfull) {
-            [[unroll]] for (uint j = 0u; j < XV; j++) {
-                const vec4 g = x[c * XV + j];
-                vec4 u;
-                if (up_vec4) {
-                    u = x[up4 + c * XV + j];
-                } else {
-                    [[unroll]] for (uint e = 0u; e < 4u; e++) u[e] = x1[pc.K + c * WE + 4u * j + e];
-                }
-                [[unroll]] for (uint e = 0u; e < 4u; e++) xv[j][e] = geglu1(g[e], u[e]);
-            }
-        } else {
-            [[unroll]] for (uint j = 0u; j < XV; j++) {
-                [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                    const uint k = c * WE + 4u * j + e;
-                    const uint kc = min(k, pc.K - 1u);
-                    const float v = geglu1(x1[kc], x1[pc.K + kc]);
-                    xv[j][e] = k < pc.K ? v : 0.0;
-                }
-            }
+    for (uint c0 = tid; c0 < nchunk; c0 += WG * U) {
+        uvec4 qs[U][R];
+        [[unroll]] for (uint u = 0u; u < U; u++) {
+            const uint cu = min(c0 + u * WG, nchunk - 1u);     // past the end: a valid chunk, not used
+            [[unroll]] for (uint i = 0u; i < R; i++) qs[u][i] = w[w_chunk(r[i], cu, Kp)];
         }
-        [[unroll]] for (uint i = 0u; i < R; i++) {
-            vec4 v[XV];
-            w_decode(q[i], v);
-            float s = 0.0;
-            [[unroll]] for (uint j = 0u; j < XV; j++) s += dot(v[j], xv[j]);
-            acc[i] += s;
+        [[unroll]] for (uint u = 0u; u < U; u++) {
+            const uint c = c0 + u * WG;
+            if (c >= nchunk) break;
+            uvec4 q[R];
+            [[unroll]] for (uint i = 0u; i < R; i++) q[i] = qs[u][i];
+            vec4 xv[XV];
+            if (c < nfull) {
+                [[unroll]] for (uint j = 0u; j < XV; j++) {
+                    const vec4 g = x[c * XV + j];
+                    vec4 up;
+                    if (up_vec4) {
+                        up = x[up4 + c * XV + j];
+                    } else {
+                        [[unroll]] for (uint e = 0u; e < 4u; e++) up[e] = x1[pc.K + c * WE + 4u * j + e];
+                    }
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) xv[j][e] = geglu1(g[e], up[e]);
+                }
+            } else {
+                [[unroll]] for (uint j = 0u; j < XV; j++) {
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                        const uint k = c * WE + 4u * j + e;
+                        const uint kc = min(k, pc.K - 1u);
+                        const float v = geglu1(x1[kc], x1[pc.K + kc]);
+                        xv[j][e] = k < pc.K ? v : 0.0;
+                    }
+                }
+            }
+            [[unroll]] for (uint i = 0u; i < R; i++) {
+                vec4 v[XV];
+                w_decode(q[i], v);
+                float s = 0.0;
+                [[unroll]] for (uint j = 0u; j < XV; j++) s += dot(v[j], xv[j]);
+                acc[i] += s;
+            }
         }
     }
     [[unroll]] for (uint i = 0u; i < R; i++) acc[i] = subgroupAdd(acc[i]);

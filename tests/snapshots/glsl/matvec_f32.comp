@@ -24,9 +24,10 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
     return 1.0;
 }
 // Decode matrix-vector product over one weight part: y[row0 + n] = sum_k W[n, k] x[k], n < rows.
-// A workgroup computes R rows. Every thread walks the K chunks c = tid, tid + WG, ...: per chunk it
-// issues R independent 16-byte weight loads (one per row) and reads the matching x once for all R
-// rows. Partial sums: subgroupAdd, then across subgroups in shared memory (any subgroup size).
+// A workgroup computes R rows. Every thread walks the K chunks c = tid, tid + WG, ...: per loop trip
+// it issues U x R independent 16-byte weight loads (U chunks, one load per row) before any product,
+// and reads the matching x once for all R rows. Partial sums: subgroupAdd, then across subgroups in
+// shared memory (any subgroup size).
 layout(local_size_x = 32) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
@@ -35,6 +36,7 @@ layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; } pc
 
 const uint WG = 32u;
 const uint R = 8u;
+const uint U = 1u;
 shared float red[R][WG];   // one partial per subgroup and row; WG slots fit any subgroup size
 
 void main() {
@@ -50,27 +52,36 @@ void main() {
         r[i] = min(n0 + i, pc.rows - 1u);
         acc[i] = 0.0;
     }
-    for (uint c = tid; c < nchunk; c += WG) {
-        uvec4 q[R];
-        [[unroll]] for (uint i = 0u; i < R; i++) q[i] = w[w_chunk(r[i], c, Kp)];
-        vec4 xv[XV];
-        if (c < nfull) {
-            [[unroll]] for (uint j = 0u; j < XV; j++) xv[j] = x[c * XV + j];
-        } else {
-            [[unroll]] for (uint j = 0u; j < XV; j++) {
-                [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                    const uint k = c * WE + 4u * j + e;
-                    const float v = x1[min(k, pc.K - 1u)];
-                    xv[j][e] = k < pc.K ? v : 0.0;
+    for (uint c0 = tid; c0 < nchunk; c0 += WG * U) {
+        uvec4 qs[U][R];
+        [[unroll]] for (uint u = 0u; u < U; u++) {
+            const uint cu = min(c0 + u * WG, nchunk - 1u);     // past the end: a valid chunk, not used
+            [[unroll]] for (uint i = 0u; i < R; i++) qs[u][i] = w[w_chunk(r[i], cu, Kp)];
+        }
+        [[unroll]] for (uint u = 0u; u < U; u++) {
+            const uint c = c0 + u * WG;
+            if (c >= nchunk) break;
+            uvec4 q[R];
+            [[unroll]] for (uint i = 0u; i < R; i++) q[i] = qs[u][i];
+            vec4 xv[XV];
+            if (c < nfull) {
+                [[unroll]] for (uint j = 0u; j < XV; j++) xv[j] = x[c * XV + j];
+            } else {
+                [[unroll]] for (uint j = 0u; j < XV; j++) {
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                        const uint k = c * WE + 4u * j + e;
+                        const float v = x1[min(k, pc.K - 1u)];
+                        xv[j][e] = k < pc.K ? v : 0.0;
+                    }
                 }
             }
-        }
-        [[unroll]] for (uint i = 0u; i < R; i++) {
-            vec4 v[XV];
-            w_decode(q[i], v);
-            float s = 0.0;
-            [[unroll]] for (uint j = 0u; j < XV; j++) s += dot(v[j], xv[j]);
-            acc[i] += s;
+            [[unroll]] for (uint i = 0u; i < R; i++) {
+                vec4 v[XV];
+                w_decode(q[i], v);
+                float s = 0.0;
+                [[unroll]] for (uint j = 0u; j < XV; j++) s += dot(v[j], xv[j]);
+                acc[i] += s;
+            }
         }
     }
     [[unroll]] for (uint i = 0u; i < R; i++) acc[i] = subgroupAdd(acc[i]);
