@@ -128,17 +128,28 @@ class KernelsBase:
     def pin(self, artifact) -> Program:
         """Use ``artifact`` for its op and axes from now on (the tuner times candidates this way)."""
         p = self.device.program(artifact, self.build_dir)
-        self._cache[(artifact.op, tuple(sorted(artifact.axes.items())))] = p
+        for small in (False, True):
+            self._cache[(artifact.op, small, tuple(sorted(artifact.axes.items())))] = p
         return p
 
     def unpin(self, op: str, **axes) -> None:
-        self._cache.pop((op, tuple(sorted(axes.items()))), None)
+        for small in (False, True):
+            self._cache.pop((op, small, tuple(sorted(axes.items()))), None)
 
-    def program(self, op: str, **axes) -> Program:
-        key = (op, tuple(sorted(axes.items())))
+    def program(self, op: str, small: bool = False, **axes) -> Program:
+        """The program of ``op`` for ``axes``: this device's tuned artifact where the build has one
+        (``small``: the one tuned for small products, configs/tuning/<device>-small.yaml, when it
+        exists), else the spec's defaults."""
+        key = (op, small, tuple(sorted(axes.items())))
         p = self._cache.get(key)
         if p is None:
-            art = self.manifest.find(op, tuning_key=self.device.info.key, **axes)
+            art = None
+            if small:
+                skey = f"{self.device.info.key}-small"
+                cand = self.manifest.find(op, tuning_key=skey, **axes)
+                art = cand if cand.tuning_key == skey else None
+            if art is None:
+                art = self.manifest.find(op, tuning_key=self.device.info.key, **axes)
             p = self._cache[key] = self.device.program(art, self.build_dir)
         return p
 

@@ -51,14 +51,14 @@ class LinearOps:
         if T == 1:
             if act:
                 _need(f"linear '{W.name}' x", x, 4 * 2 * W.K, f"x must hold [{2 * W.K}] fp32 (gate, then up) for act={act!r}")
-            prog = self.program("matvec", format=W.fmt, input=act or "plain")
+            prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input=act or "plain")
             R = prog.artifact.values["rows_per_wg"]
             for p in W.parts:
                 rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y}, {"K": W.K, "rows": p.rows, "row0": p.row0},
                              groups_2d(cdiv(p.rows, R)))
             return
         bucket = next(b for b in buckets if b >= T)
-        prog = self.matmul_program(W.fmt, bucket)
+        prog = self.matmul_program(W.fmt, bucket, small=self.is_small(W))
         v = prog.artifact.values
         tm, tn = min(v["tile_m"], bucket), v["tile_n"]
         coop = prog.artifact.op == "matmul_coop"
@@ -113,9 +113,17 @@ class LinearOps:
             self._cache[key] = out
         return self._cache[key]
 
-    def matmul_program(self, fmt: str, bucket: int):
+    def matmul_program(self, fmt: str, bucket: int, small: bool = False):
         op, _ = self.matmul_choice(fmt, bucket)
-        return self.program(op, format=fmt, bucket=bucket)
+        return self.program(op, small=small, format=fmt, bucket=bucket)
+
+    # A product is "small" (runs the parameters of configs/tuning/<device>-small.yaml where there is
+    # such a file) when its weight has at most SMALL_ELEMENTS elements: on the H200 the tiles tuned
+    # for the 4B/27B shapes leave the 270M's matrices with too few workgroups.
+    SMALL_ELEMENTS = 4 << 20
+
+    def is_small(self, W: Weight) -> bool:
+        return W.N * W.K <= self.SMALL_ELEMENTS
 
     # -- embedding ------------------------------------------------------------------------------
     def embed(self, rec: Recording, table: Weight, ids, out, T: int, scale: float) -> None:

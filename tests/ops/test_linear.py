@@ -195,3 +195,31 @@ def test_too_small_buffers_are_an_error(device, kernels, rng):
         kernels.linear(device.record(), W, x, y, 5)
     with pytest.raises(GemforgeError, match=r"linear 'w' y: buffer 'y' holds 128 bytes, 160 needed"):
         kernels.linear(device.record(), W, device.buffer(4 * 5 * 64), y, 5)
+
+
+
+def test_small_products_use_the_small_tuning(device, build):
+    """configs/tuning/<device>-small.yaml: products of at most SMALL_ELEMENTS weights run its artifact,
+    larger ones the device's main tuning (here a build whose only small-tuned artifact is a relabelled
+    default matvec_f32, so the choice is visible by tuning key)."""
+    import dataclasses
+
+    from gemforge.gen import manifest as mf
+    from gemforge.runtime.kernels import Kernels
+    man = mf.load(build)
+    base = man.find("matvec", tuning_key=device.info.key, format="f32", input="plain")
+    skey = f"{device.info.key}-small"
+    man.artifacts["matvec_f32@small"] = dataclasses.replace(base, name="matvec_f32@small", tuning_key=skey)
+    k = Kernels(device, build, manifest=man)
+    rng = np.random.default_rng(3)
+    for N, K, want in ((64, 96, skey), (k.SMALL_ELEMENTS // 1024 + 1, 1024, base.tuning_key)):
+        w = rng.standard_normal((N, K)).astype(np.float32)
+        W = upload_weight(device, w, "f32", "w")
+        assert k.is_small(W) == (want == skey)
+        x = rng.standard_normal((1, K)).astype(np.float32)
+        y = device.buffer(4 * N)
+        rec = device.record()
+        k.linear(rec, W, device.upload(x), y, 1)
+        rec.submit()
+        assert k.program("matvec", small=k.is_small(W), format="f32", input="plain").artifact.tuning_key == want
+        assert_close(y.read(np.float32, N)[None], ref.linear(x, w), tolerance("f32", 1), f"matvec {N}x{K}")
