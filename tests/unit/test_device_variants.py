@@ -11,25 +11,11 @@ from gemforge.gen import build as gb
 from gemforge.gen import manifest as mf
 from gemforge.runtime.kernels import Kernels
 from gemforge.runtime.vulkan import DeviceInfo
+from tests.unit.conftest import SCALE_YAML
 
-COOP_YAML = """\
-op: scalex
-template: scale.comp.j2
-name: "scalex_{mode}"
-compiler: glslang
-requires: [float16]
-bindings:
-  - {name: x, access: read}
-  - {name: r, access: read, when: "mode == 'add'"}
-  - {name: y, access: write}
-push_constants:
-  - {name: n, type: uint}
-  - {name: s, type: float}
-axes:
-  mode: [plain, add]
-params:
-  wg_size: 64
-"""
+# the test project's scale op, as an op compiled by glslangValidator that requires fp16
+COOP_YAML = SCALE_YAML.replace("op: scale\n", "op: scalex\n").replace(
+    'name: "scale_{mode}"', 'name: "scalex_{mode}"\ncompiler: glslang\nrequires: [float16]')
 
 
 def test_glslang_ops_are_left_out_with_the_install_hint_when_glslangvalidator_is_missing(project, monkeypatch):
