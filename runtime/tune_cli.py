@@ -32,7 +32,8 @@ EXAMPLES = """examples:
   gemforge kernels --tune-candidates matvec --tune-candidates matmul:bucket=256   # where glslc is
   gemforge tune --op matvec --model 270m,4b,27b --weights q8_0,q4_0
   gemforge tune --op matmul --model 270m,4b --weights q8_0
-  gemforge tune --op matvec --out /tmp/h200.yaml --redo"""
+  gemforge tune --op matvec --out /tmp/h200.yaml --redo
+  gemforge tune --op matmul_coop --model 270m,1b --size-class small     # -> configs/tuning/<device>-small.yaml"""
 
 
 def matvec_shapes(cfg) -> list[tuple[int, int, int]]:
@@ -103,15 +104,24 @@ def cmd_tune(args) -> int:
     if op == "matmul_coop" and k.matmul_choice(args.weights.split(",")[0], 256)[0] != "matmul_coop":
         raise GemforgeError(f"--op matmul_coop: {k.matmul_choice(args.weights.split(',')[0], 256)[1]}")
     man = mf.load(build_dir())
-    out = Path(args.out) if args.out else configs_dir() / "tuning" / f"{dev.info.key}.yaml"
+    suffix = "-small" if args.size_class == "small" else ""
+    out = Path(args.out) if args.out else configs_dir() / "tuning" / f"{dev.info.key}{suffix}.yaml"
     doc = yaml.safe_load(out.read_text()) if out.is_file() else None
     doc = doc or {}
     entries = doc.setdefault("entries", {})
     results = doc.setdefault("measured", {})
     models = [model_config(m) for m in args.model.split(",")]
     shapes = [s for cfg in models for s in matvec_shapes(cfg)]
+    if args.size_class != "all":   # the products the file will serve (Kernels.is_small)
+        shapes = [s for s in shapes if (s[0] * s[1] <= k.SMALL_ELEMENTS) == (args.size_class == "small")]
+    if T > 1:   # prefill: the output head runs for the last row only, so it is not a matmul shape
+        shapes = [s for s in shapes if s[0] not in {cfg.vocab for cfg in models}]
+    if not shapes:
+        raise GemforgeError(f"--size-class {args.size_class}: no {args.op} shape of {args.model} is in that class",
+                            f"small means at most {k.SMALL_ELEMENTS} weights (N x K); pick other models")
     rng = np.random.default_rng(0)
-    print(f"tune: {args.op} on {dev.info.describe()}, {len(shapes)} shapes from {args.model}", file=sys.stderr)
+    print(f"tune: {args.op} on {dev.info.describe()}, {len(shapes)} shapes from {args.model} "
+          f"(size class {args.size_class}) -> {out}", file=sys.stderr)
     for fmt in args.weights.split(","):
         axes = {"format": fmt, **extra_axes}
         default = man.find(op, **axes)
@@ -123,10 +133,8 @@ def cmd_tune(args) -> int:
         if not cands:
             raise GemforgeError(f"no tuning candidates for {default.name} in the build",
                                 f"run `gemforge kernels --tune-candidates {op}` where glslc is, and carry build/")
-        # prefill: the output head runs for the last row only, so it is not a matmul shape
-        use = shapes if T == 1 else [s for s in shapes if s[0] != models[0].vocab]
-        weights = [(_random_weight(dev, fmt, N, K, rng), N, K, n) for N, K, n in use]
-        x = dev.upload(rng.standard_normal(T * max(K for _, K, _ in use)).astype(np.float32))
+        weights = [(_random_weight(dev, fmt, N, K, rng), N, K, n) for N, K, n in shapes]
+        x = dev.upload(rng.standard_normal(T * max(K for _, K, _ in shapes)).astype(np.float32))
         y = dev.buffer(4 * T * max(N for _, N, _, _ in weights))
         scores = {}
         from .progress import Progress
@@ -183,6 +191,9 @@ def _setup(p):
     p.add_argument("--device", type=int, default=None)
     p.add_argument("--out", help="tuning file (default configs/tuning/<device-key>.yaml)")
     p.add_argument("--redo", action="store_true", help="sweep formats already in the file again")
+    p.add_argument("--size-class", choices=["all", "small", "large"], default="all",
+                   help="time only the small products (<= 4M weights; writes configs/tuning/<device>-small.yaml) "
+                        "or only the large ones (writes <device>.yaml); default all, into <device>.yaml")
 
 
 register("tune", "sweep an op's tuning space on this device and write configs/tuning/<device>.yaml", _setup, cmd_tune,
