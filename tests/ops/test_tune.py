@@ -1,0 +1,40 @@
+"""`gemforge tune` on this machine's device: a real sweep of matvec's tuning space over the 270M's small
+products (each candidate checked against numpy, then timed), written as a size-class tuning file."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from gemforge.runtime.cli import main
+
+
+def test_tune_small_class_writes_the_small_file_with_siblings(device, tmp_path, monkeypatch, capsys):
+    if shutil.which("glslc") is None:
+        pytest.skip("no glslc here to build the tuning candidates")
+    from gemforge.gen.build import build
+    bd = tmp_path / "build"
+    build(bd, ops={"matvec"}, tune_ops={"matvec": [{"format": "q8_0", "input": "plain"}]}, log=lambda s: None)
+    monkeypatch.setenv("GEMFORGE_BUILD_DIR", str(bd))
+    out = tmp_path / "tuning.yaml"
+    rc = main(["tune", "--op", "matvec", "--model", "270m", "--weights", "q8_0", "--size-class", "small",
+               "--reps", "2", "--out", str(out)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "4 shapes from 270m (size class small)" in err    # qkv, o, gate_up, down; not the 262144-row head
+    doc = yaml.safe_load(out.read_text())
+    entries = doc["entries"]["matvec"]
+    assert entries["matvec_q8_0"] == entries["matvec_q8_0_geglu"]        # the geglu sibling takes the same values
+    assert set(entries["matvec_q8_0"]) == {"wg_size", "rows_per_wg", "unroll"}
+    m = doc["measured"]["matvec_q8_0"]
+    assert m["candidates"] > 1 and m["best_ms_per_token"] <= m["default_ms_per_token"]
+    assert doc["device"] == device.info.name
+
+
+def test_tune_refuses_an_op_the_device_cannot_run(device, capsys):
+    if "cooperative_matrix" in device.info.features:
+        pytest.skip(f"{device.info.name} runs the cooperative-matrix matmul")
+    assert main(["tune", "--op", "matmul_coop", "--model", "270m", "--weights", "q8_0"]) != 0
+    err = capsys.readouterr().err
+    assert "--op matmul_coop: portable matmul (" in err and "lacks cooperative_matrix" in err
