@@ -1,6 +1,7 @@
 """Top-1 agreement of each weight format with transformers' goldens (the real 270M GGUF).
 
     python bench/fidelity.py --weights q4_0,q8_0 --out bench/results/fidelity-270m.json
+    python bench/fidelity.py --weights q4_0 --embed-format q8_0     # the tied embedding/head in q8_0
 
 For every golden prompt, the logits of prompt + golden greedy continuation (teacher forcing, one
 prefill) are computed on this machine's Vulkan device; reported: top-1 agreement over all checked
@@ -25,12 +26,22 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", default="q4_0")
     ap.add_argument("--greedy", type=int, default=16)
+    ap.add_argument("--embed-format", help="the tied embedding / output head in this format instead (an experiment)")
     ap.add_argument("--out")
     a = ap.parse_args()
     goldens = json.loads((ROOT / "tests/fixtures/goldens.json").read_text())["prompts"]
     report = {}
     for fmt in a.weights.split(","):
         model = Model.load(default_model_path(), fmt, context=2048)
+        if a.embed_format:
+            from gemforge.runtime.gguf_loader import load_weights
+            from gemforge.runtime.kernels import upload_packed_weight
+            words, N, K = load_weights(default_model_path(), a.embed_format).matrix("token_embd.weight")
+            eng = model.engine
+            eng.embed = upload_packed_weight(eng.device, words, a.embed_format, N, K, "token_embd")
+            for rec in eng._steps.values():      # recorded steps bind the old table
+                rec.destroy()
+            eng._steps.clear()
         agree = total = 0
         worst = 0.0
         flips = []
@@ -50,7 +61,7 @@ def main() -> int:
                 if int(am[n - 1 + s]) != g["greedy"][s]:
                     flips.append({"prompt": g["name"], "step": s, "margin": g["greedy_margin"][s]})
         model.close()
-        report[fmt] = {"top1_agreement": agree / total, "positions": total, "greedy_steps_checked": a.greedy,
+        report[fmt + (f"+embed_{a.embed_format}" if a.embed_format else "")] = {"top1_agreement": agree / total, "positions": total, "greedy_steps_checked": a.greedy,
                        "greedy_flips": flips, "max_abs_logit_error_top10": worst,
                        "device": model.device.info.name}
         print(f"{fmt}: top-1 {agree}/{total} = {agree / total:.4f}; greedy flips {flips}; "
