@@ -71,7 +71,7 @@ def main() -> int:
     rows = {"prefill": (gpu, ref[pos]), "decode": (np.stack(dec_logits), ref[a.tokens:a.tokens + a.decode])}
     report = {"size": a.size, "weights": a.weights, "tokens": a.tokens, "device": dev.info.describe(),
               "gpu_s": t_gpu, "numpy_s": t_ref, "checked_positions": pos, "tol": a.tol,
-              "prefill_matmul": kern.matmul_choice(a.weights, max(kern.buckets(a.weights)))[1]}
+              "prefill_matmul": kern.prefill_matmul(a.weights)}
     ok = True
     for kind, (g, r) in rows.items():
         err = np.abs(g - r).max(axis=1) / np.abs(r).max(axis=1)

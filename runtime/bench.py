@@ -74,7 +74,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     t0 = time.perf_counter()
     engine = Engine(dev, kern, store, context=prompt_tokens + gen_tokens + 8)
     load_s = time.perf_counter() - t0
-    matmul = kern.matmul_choice(store.fmt, max(kern.buckets(store.fmt)))[1]
+    matmul = kern.prefill_matmul(store.fmt)
     log(f"bench: {cfg.name} {store.fmt} on {dev.info.describe()}; weights uploaded in {load_s:.1f} s; "
         f"prefill: {matmul}")
     rng = np.random.default_rng(0)

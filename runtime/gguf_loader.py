@@ -22,6 +22,7 @@ import os
 import shutil
 import struct
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,29 @@ def _convert_matrix(t, fmt: str, N: int, K: int, out: Path, path: Path) -> None:
     del words
 
 
+@contextmanager
+def staged_dir(dest: Path, what: str, hint: str):
+    """A fresh directory to fill, renamed to ``dest`` (replacing it) only when the block completes.
+
+    Partial directories of processes that died are removed first; an OSError becomes one ModelError
+    naming ``what`` and ``dest``, with ``hint``; nothing half-written is left behind."""
+    root = dest.parent
+    tmp = root / f".{dest.name}.partial-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(root)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield tmp
+        if dest.exists():                      # a stale or damaged cache: replace it
+            shutil.rmtree(dest)
+        os.rename(tmp, dest)
+    except OSError as e:
+        raise ModelError(f"cannot write the {what} {dest}: {e.strerror or e}", hint) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _remove_stale_partials(root: Path) -> None:
     for d in root.glob(".*.partial-*"):
         try:
@@ -277,15 +301,10 @@ def convert(path: Path, fmt: str, dest: Path, sha256: str, configs: Path | None 
     hp = read_hparams(reader, path)
     cfg = config_from_hparams(hp, path, configs)
     tensors = check_tensors(reader, cfg, path)
-    root = dest.parent
-    tmp = root / f".{dest.name}.partial-{os.getpid()}"
     index = {"version": CACHE_VERSION, "source": str(path), "sha256": sha256, "fmt": fmt, "hparams": hp,
              "tensors": {}}
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(root)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    with staged_dir(dest, "weight cache",
+                    "free disk space, or set GEMFORGE_CACHE_DIR to a writable folder with room") as tmp:
         with Progress(f"converting {path.name} to {fmt}", len(tensors), "tensors") as bar:
             for name, t in tensors.items():
                 shape = _matrix_shape(t)
@@ -297,14 +316,6 @@ def convert(path: Path, fmt: str, dest: Path, sha256: str, configs: Path | None 
                 index["tensors"][name] = {"shape": list(shape), "file": file, "gguf_type": t.tensor_type.name}
                 bar.advance()
         (tmp / "index.json").write_text(json.dumps(index, indent=1))
-        if dest.exists():                      # a stale or damaged cache: replace it
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    except OSError as e:
-        raise ModelError(f"cannot write the weight cache {dest}: {e.strerror or e}",
-                         "free disk space, or set GEMFORGE_CACHE_DIR to a writable folder with room") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     from .tokenizer import tokenizer_cached
     if tokenizer_cached(sha256):               # else the tokenizer is built next, from the same reader
         forget_gguf()

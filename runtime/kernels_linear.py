@@ -81,9 +81,8 @@ class LinearOps:
             rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y, "part": part}, {**push, "kchunk": kchunk},
                          (cdiv(p.rows, tn), cdiv(T, tm), splits))
             if splits > 1:
-                rec.dispatch(self.program("split_sum"), {"part": part, "y": y},
-                             {"T": T, "rows": p.rows, "row0": p.row0, "ldy": W.N, "splits": splits},
-                             groups_2d(cdiv(T * p.rows, self.program("split_sum").artifact.workgroup_size[0])))
+                self._dispatch_1d(rec, self.program("split_sum"), {"part": part, "y": y},
+                                  {"T": T, "rows": p.rows, "row0": p.row0, "ldy": W.N, "splits": splits}, T * p.rows)
 
     # Split K so a product has at least SPLIT_K_GROUPS workgroups and no workgroup walks more than
     # SPLIT_K_MAX of K, never below SPLIT_K_MIN per split. On the H200 (gemforge bench --synthetic 27b
@@ -126,6 +125,11 @@ class LinearOps:
                     out = ("matmul_coop", "cooperative-matrix matmul (fp16 inputs, fp32 sums)")
             self._cache[key] = out
         return self._cache[key]
+
+    def prefill_matmul(self, fmt: str) -> str:
+        """What the prefill of weights in ``fmt`` runs, for run summaries and benchmark records."""
+        buckets = self.buckets(fmt)
+        return self.matmul_choice(fmt, buckets[-1])[1] if buckets else f"no prefill kernels built for {fmt}"
 
     def matmul_program(self, fmt: str, bucket: int, small: bool = False):
         op, _ = self.matmul_choice(fmt, bucket)

@@ -325,9 +325,7 @@ class Model:
     @property
     def prefill_matmul(self) -> str:
         """Which prefill matrix product this device runs, and why (cooperative matrix or portable)."""
-        k = self.engine.k
-        buckets = k.buckets(self.engine.fmt)
-        return k.matmul_choice(self.engine.fmt, buckets[-1])[1] if buckets else "no prefill kernels built"
+        return self.engine.k.prefill_matmul(self.engine.fmt)
 
     def placement_summary(self) -> str:
         return f"placement {self.placement}: every op on {self.device_summary}"

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Iterable
 
 from .errors import ModelError
-from .gguf_loader import check_architecture, check_file, file_sha256, forget_gguf, metadata, open_gguf
+from .gguf_loader import (check_architecture, check_file, file_sha256, forget_gguf, metadata, open_gguf,
+                          staged_dir)
 from .paths import cache_dir
 
 CACHE_VERSION = 1
@@ -171,19 +170,9 @@ def _write_cache(reader, path: Path, dest: Path) -> None:
             "eos_id": metadata(reader, "tokenizer.ggml.eos_token_id", 1),
             "end_of_turn_id": tokens.index("<end_of_turn>") if "<end_of_turn>" in tokens else None}
     text = build_tokenizer_json(tokens, types, unk=tokens[unk_id])
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")     # renamed into place only when complete
-    try:
-        tmp.mkdir(parents=True, exist_ok=True)
+    with staged_dir(dest, "tokenizer cache", "free disk space, or set GEMFORGE_CACHE_DIR to a writable folder") as tmp:
         (tmp / "tokenizer.json").write_text(text)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    except OSError as e:
-        raise ModelError(f"cannot write the tokenizer cache {dest}: {e.strerror or e}",
-                         "free disk space, or set GEMFORGE_CACHE_DIR to a writable folder") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -158,7 +158,7 @@ def _coopmat_shapes(pd) -> tuple:
     try:
         fn = vk.vkGetInstanceProcAddr(_instance(), "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR")
         props = fn(pd)
-    except Exception:  # the loader or driver lacks the entry point: no cooperative matrix
+    except (vk.ProcedureNotFoundError, vk.VkError):  # no entry point, or the query failed: no cooperative matrix
         return ()
     out = set()
     for p in props:
@@ -486,15 +486,19 @@ class Recording:
         _vkcall("vkWaitForFences", vk.vkWaitForFences, self.device.handle, 1, [self._fence], vk.VK_TRUE,
                 2**63 - 1, device_name=self.device.info.name)
 
-    def times(self) -> list[tuple[str, float]]:
-        """(program name, GPU seconds) per dispatch of the last submit."""
-        if not self.timestamps or not self.names:
-            return []
+    def _timestamps(self) -> np.ndarray:
+        """Seconds of the last submit's (start, end) timestamp pair of every dispatch, interleaved."""
         n = 2 * len(self.names)
         out = np.zeros(n, np.uint64)
         vk.vkGetQueryPoolResults(self.device.handle, self.query_pool, 0, n, 8 * n, vk.ffi.from_buffer(out), 8,
                                  vk.VK_QUERY_RESULT_64_BIT | vk.VK_QUERY_RESULT_WAIT_BIT)
-        ts = out.astype(np.float64) * self.device.info.timestamp_period * 1e-9
+        return out.astype(np.float64) * self.device.info.timestamp_period * 1e-9
+
+    def times(self) -> list[tuple[str, float]]:
+        """(program name, GPU seconds) per dispatch of the last submit."""
+        if not self.timestamps or not self.names:
+            return []
+        ts = self._timestamps()
         # A top-of-pipe timestamp can be written before the barrier ahead of it has drained the
         # previous dispatch, so a dispatch's start is the later of its own top timestamp and the
         # previous dispatch's end: dispatches in a recording run one after another.
@@ -512,11 +516,7 @@ class Recording:
         if not self.timestamps or calls < 2 or len(self.names) % calls:
             raise GemforgeError(f"per_call needs a timestamped recording of >= 2 equal calls "
                                 f"({len(self.names)} dispatches, {calls} calls)")
-        n = 2 * len(self.names)
-        out = np.zeros(n, np.uint64)
-        vk.vkGetQueryPoolResults(self.device.handle, self.query_pool, 0, n, 8 * n, vk.ffi.from_buffer(out), 8,
-                                 vk.VK_QUERY_RESULT_64_BIT | vk.VK_QUERY_RESULT_WAIT_BIT)
-        ends = out[1::2].astype(np.float64) * self.device.info.timestamp_period * 1e-9
+        ends = self._timestamps()[1::2]
         d = len(self.names) // calls
         return float(ends[-1] - ends[d - 1]) / (calls - 1)
 

@@ -79,8 +79,6 @@ void main() {
         [[unroll]] for (uint u = 0u; u < U; u++) {
             const uint c = c0 + u * WG;
             if (c >= nchunk) break;
-            uvec4 q[R];
-            [[unroll]] for (uint i = 0u; i < R; i++) q[i] = qs[u][i];
             vec4 xv[XV];
             if (c < nfull) {
                 [[unroll]] for (uint j = 0u; j < XV; j++) {
@@ -105,7 +103,7 @@ void main() {
             }
             [[unroll]] for (uint i = 0u; i < R; i++) {
                 vec4 v[XV];
-                w_decode(q[i], v);
+                w_decode(qs[u][i], v);
                 float s = 0.0;
                 [[unroll]] for (uint j = 0u; j < XV; j++) s += dot(v[j], xv[j]);
                 acc[i] += s;

@@ -92,8 +92,6 @@ void main() {
         [[unroll]] for (uint u = 0u; u < U; u++) {
             const uint c = c0 + u * WG;
             if (c >= nchunk) break;
-            uvec4 q[R];
-            [[unroll]] for (uint i = 0u; i < R; i++) q[i] = qs[u][i];
             vec4 xv[XV];
             if (c < nfull) {
                 [[unroll]] for (uint j = 0u; j < XV; j++) xv[j] = x[c * XV + j];
@@ -109,7 +107,7 @@ void main() {
             // x pre-scaled by the powers of two that w_dot's in-place decode leaves on each element
             [[unroll]] for (uint j = 0u; j < XV; j++) xv[j] *= XSCALE;
             [[unroll]] for (uint i = 0u; i < R; i++) {
-                acc[i] += w_dot(q[i], xv) * w_scale(r[i], c, pc.rows, Kp);
+                acc[i] += w_dot(qs[u][i], xv) * w_scale(r[i], c, pc.rows, Kp);
             }
         }
     }
