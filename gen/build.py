@@ -86,13 +86,14 @@ def candidate_key(overrides: dict) -> str:
 def candidates(spec: OpSpec, mv, target: str = "vulkan", where: list[dict] | None = None) -> list[Variant]:
     """Every point of the op's tuning space for ``target``, as variants keyed by candidate_key
     (points that violate the spec's constraints are not variants); ``where`` keeps only the
-    variants whose axes have the values of one of its filters (e.g. [{'bucket': 256}])."""
+    variants whose axes or params have the values of one of its filters (e.g. [{'bucket': 256}],
+    [{'format': 'q4_0', 'wg_size': 128}])."""
     space = spec.tuning.get(target) or {}
     out = []
     for combo in itertools.product(*space.values()):
         overrides = dict(zip(space, combo))
         out.extend(v for v in expand(spec, mv, overrides, candidate_key(overrides))
-                   if not where or any(all(str(v.axes.get(k)) == str(val) for k, val in f.items()) for f in where))
+                   if not where or any(all(str(v.values.get(k)) == str(val) for k, val in f.items()) for f in where))
     return out
 
 

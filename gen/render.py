@@ -17,7 +17,7 @@ from gemforge.runtime.errors import SpecError
 
 from .spec import Variant
 
-_QUAL = {"read": "readonly ", "write": "writeonly ", "readwrite": ""}
+_QUAL = {"read": "readonly ", "write": "writeonly ", "readwrite": "", "coherent": "coherent "}
 GLSL_TYPES = ("float", "uint", "int", "vec2", "vec4", "uvec2", "uvec4", "ivec4")
 
 

@@ -43,7 +43,7 @@ from gemforge.runtime.errors import SpecError
 FORMATS = ("f32", "f16", "q8_0", "q4_0")
 DTYPES = ("f32", "f16")
 BUCKETS = (16, 32, 64, 128, 256)
-ACCESS = ("read", "write", "readwrite")
+ACCESS = ("read", "write", "readwrite", "coherent")   # coherent: read-write, other workgroups' writes visible
 PUSH_TYPES = ("uint", "int", "float")
 TARGETS = ("vulkan", "npu")
 SPEC_KEYS = {

@@ -97,8 +97,9 @@ def _setup_kernels(p):
                    help="templates directory with glsl/ (default: the installed gemforge templates)")
     p.add_argument("--target", choices=["vulkan", "npu"], default="vulkan", help="which kernels to build")
     p.add_argument("--tune-candidates", action="append", metavar="OP",
-                   help="also build every point of OP's tuning space for `gemforge tune`; OP:axis=value,... "
-                        "keeps only those variants, e.g. matmul:bucket=256 (repeatable)")
+                   help="also build every point of OP's tuning space for `gemforge tune`; OP:name=value,... "
+                        "keeps only the variants with those axis or param values, e.g. matmul:bucket=256 "
+                        "or matvec:format=q4_0,wg_size=128 (repeatable; filters of one OP are alternatives)")
 
 
 def _setup_doctor(p):

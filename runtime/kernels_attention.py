@@ -1,6 +1,6 @@
 """Kernel calls for everything in a Gemma 3 step that is not a matrix product or a norm.
 
-RoPE, the KV-cache write, attention (split-K with a merge pass when it pays), GeGLU, add,
+RoPE, the KV-cache write, attention (split over the keys when it pays, one dispatch), GeGLU, add,
 and the on-GPU argmax and top-k of the sampler.  ``AttentionOps`` is a mixin of
 ``Kernels`` (kernels.py): it uses ``self.device`` and ``self.program``.  Small device
 buffers it needs (RoPE frequency tables, attention partials, argmax/top-k levels) are
@@ -10,6 +10,8 @@ made here once per ``Kernels`` and reused: dispatches in one recording never ove
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from .errors import GemforgeError
 from .kernels import cdiv, groups_2d
@@ -82,8 +84,8 @@ class AttentionOps:
                   window: int, scale: float, splits: int | None = None) -> None:
         """out [T, Hq, D] = softmax(q k^T * scale) v over the ring-buffer caches [C, Hkv, D] (COMMON.md rules).
 
-        ``splits`` (keys cut into that many pieces, merged by a second pass) is chosen from the
-        shape when None; tests force it to exercise both paths."""
+        ``splits`` (keys cut into at most that many pieces, combined by the last workgroup of each
+        tile) is chosen from the shape when None; tests force it to exercise both paths."""
         if Hkv <= 0 or Hq % Hkv:
             raise GemforgeError(f"attention: {Hq} query heads are not a multiple of {Hkv} kv heads")
         if not 0 < T <= 65535 or C <= 0 or window < 0:
@@ -108,12 +110,20 @@ class AttentionOps:
         part = self._scratch("attention", part_bytes)
         push = {"T": T, "Hq": Hq, "Hkv": Hkv, "C": C, "window": window, "scale": float(scale) * LOG2E,
                 "splits": splits}
-        rec.dispatch(prog, {"q": q, "kcache": kcache, "vcache": vcache, "y": out, "part": part, "ctrl": ctrl},
-                     push, (tiles, Hkv, splits))
-        if splits > 1:
-            merge = self.program("attention_merge", head_dim=D)
-            rec.dispatch(merge, {"part": part, "y": out}, {"rows": T * Hq, "splits": splits},
-                         groups_2d(T * Hq))
+        rec.dispatch(prog, {"q": q, "kcache": kcache, "vcache": vcache, "y": out, "part": part, "ctrl": ctrl,
+                            "count": self._counters(tiles * Hkv)}, push, (tiles, Hkv, splits))
+
+    def _counters(self, n: int) -> Buffer:
+        """At least ``n`` uint32 zeros on the device: the arrival counters of split attention, which the
+        last workgroup of each tile sets back to zero (so one buffer serves every dispatch)."""
+        key = ("counters",)
+        buf = self._cache.get(key)
+        if buf is None or buf.nbytes < 4 * n:
+            if buf is not None:
+                self._cache.setdefault(("scratch-retired",), []).append(buf)
+            size = max(1024, 1 << (n - 1).bit_length())
+            buf = self._cache[key] = self.device.upload(np.zeros(size, np.uint32), "attention counters")
+        return buf
 
     # -- elementwise ------------------------------------------------------------------------
     def geglu(self, rec: Recording, gu, out, T: int, F: int) -> None:

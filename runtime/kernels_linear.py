@@ -60,7 +60,7 @@ class LinearOps:
             if act:
                 _need(f"linear '{W.name}' x", x, 4 * 2 * W.K, f"x must hold [{2 * W.K}] fp32 (gate, then up) for act={act!r}")
             prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input=act or "plain")
-            R = prog.artifact.values["rows_per_wg"]
+            R = prog.artifact.values["rows_per_wg"] * prog.artifact.values.get("row_groups", 1)
             for p in W.parts:
                 rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y}, {"K": W.K, "rows": p.rows, "row0": p.row0},
                              groups_2d(cdiv(p.rows, R)))

@@ -106,8 +106,12 @@ def cmd_tune(args) -> int:
     man = mf.load(build_dir())
     suffix = "-small" if args.size_class == "small" else ""
     out = Path(args.out) if args.out else configs_dir() / "tuning" / f"{dev.info.key}{suffix}.yaml"
-    doc = yaml.safe_load(out.read_text()) if out.is_file() else None
+    text = out.read_text() if out.is_file() else ""
+    doc = yaml.safe_load(text) if text else None
     doc = doc or {}
+    # the file's leading comment (where its numbers come from) survives the rewrite
+    header = "".join(line + "\n" for line in text.splitlines()[:next(
+        (i for i, line in enumerate(text.splitlines()) if not line.startswith("#")), len(text.splitlines()))])
     entries = doc.setdefault("entries", {})
     results = doc.setdefault("measured", {})
     models = [model_config(m) for m in args.model.split(",")]
@@ -179,7 +183,7 @@ def cmd_tune(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         doc["device"] = dev.info.name
         doc["driver"] = dev.info.driver
-        out.write_text(yaml.safe_dump(doc, sort_keys=True))
+        out.write_text(header + yaml.safe_dump(doc, sort_keys=True))
     print(f"tune: wrote {out}", file=sys.stderr)
     dev.close()
     return 0

@@ -403,13 +403,21 @@ class Recording:
             sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO, descriptorPool=self.pools[-1],
             descriptorSetCount=1, pSetLayouts=[program.set_layout]))[0]
 
-    def barrier(self) -> None:
-        """Make all earlier shader and transfer writes visible to later shaders and transfers."""
-        mb = vk.VkMemoryBarrier(sType=vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                                srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT,
-                                dstAccessMask=(vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT
-                                               | vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT))
-        stages = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT
+    def barrier(self, compute_only: bool = False) -> None:
+        """Make all earlier shader and transfer writes visible to later shaders and transfers.
+        ``compute_only``: between two dispatches, only shader writes to shader reads and writes
+        (no transfer stage to wait for or make visible)."""
+        if compute_only:
+            mb = vk.VkMemoryBarrier(sType=vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                                    srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT,
+                                    dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT)
+            stages = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
+        else:
+            mb = vk.VkMemoryBarrier(sType=vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                                    srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT,
+                                    dstAccessMask=(vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT
+                                                   | vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT))
+            stages = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT
         vk.vkCmdPipelineBarrier(self.cmd, stages, stages, 0, 1, [mb], 0, None, 0, None)
 
     def dispatch(self, program: Program, buffers: Mapping[str, Buffer | View], push: Mapping[str, float | int],
@@ -435,7 +443,7 @@ class Recording:
                                           pBufferInfo=[info]) for i, info in enumerate(infos)]
         vk.vkUpdateDescriptorSets(self.device.handle, len(writes), writes, 0, None)
         if self.names:
-            self.barrier()
+            self.barrier(compute_only=self.names[-1] != "copy")
         c = self.cmd
         q = len(self.names)
         if self.timestamps:

@@ -64,3 +64,23 @@ def assert_close(got, want, tol, what=""):
     assert err.max(initial=0.0) <= tol * scale, (
         f"{what}: max error {err.max():.3g} at {worst} (got {got[worst]:.6g}, want {want[worst]:.6g}) "
         f"exceeds {tol:g} x {scale:.3g}")
+
+
+def candidate_kernels(device, tmp_dir, op: str, filters: list[dict], also: tuple[str, ...] = ()):
+    """Kernels over a build holding tuning candidates of ``op`` (gen.build.candidates filters): built
+    into ``tmp_dir`` where glslc is, else the carried build (which holds them when it was made with
+    `gemforge kernels --tune-candidates ...`). ``also``: ops the calls need besides (built with their
+    defaults). Tests look their candidates up and skip those absent."""
+    import shutil
+
+    from gemforge.gen import manifest as mf
+    from gemforge.runtime import paths
+    from gemforge.runtime.kernels import Kernels
+    if shutil.which("glslc") is not None:
+        from gemforge.gen.build import build
+        build(tmp_dir, ops={op, *also}, tune_ops={op: [{k: str(v) for k, v in f.items()} for f in filters]},
+              log=lambda s: None)
+        bd = tmp_dir
+    else:
+        bd = paths.build_dir()
+    return Kernels(device, bd, mf.load(bd))

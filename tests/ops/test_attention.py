@@ -16,7 +16,8 @@ from gemforge.gen.spec import load_spec
 from gemforge.runtime import paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
-from tests.conftest import assert_close
+from gemforge.gen.build import candidate_key
+from tests.conftest import assert_close, candidate_kernels
 
 TOL = load_spec(paths.configs_dir() / "ops" / "attention.yaml").tolerance["f32"]
 SENTINEL = np.float32(-7.25e9)
@@ -74,17 +75,46 @@ def test_attention(device, kernels, rng, T, Hq, Hkv, D, C, window, pos0):
 @pytest.mark.parametrize("splits", [1, 5])
 @pytest.mark.parametrize("T,D", [(1, 128), (1, 256), (19, 128), (19, 256)])
 def test_attention_single_pass_and_split(device, kernels, rng, T, D, splits):
-    """Both output paths of every variant: splits = 1 writes out directly, more go through attention_merge.
-    Five splits of ~70 keys leave some splits empty for the early rows (causal)."""
+    """Both output paths of every variant: splits = 1 writes out directly; with more, the last workgroup
+    of each tile combines the partials. Five splits of ~70 keys leave some splits empty for the early
+    rows (causal)."""
     check(device, kernels, rng, T, 4, 2, D, 400, 0, 300, splits=splits, qscale=3.0)
+
+
+# decode layouts (tuning candidates): keys per block x threads, so lanes per key (wg_size / decode_keys)
+# run from 1 to 8 and slices of D from 4 to 64 vec4
+DECODE_LAYOUTS = [(64, 16), (64, 32), (128, 32), (128, 64), (128, 128)]
+
+
+@pytest.fixture(scope="module")
+def decode_layout_kernels(device, tmp_path_factory):
+    return candidate_kernels(device, tmp_path_factory.mktemp("attention-layouts"), "attention",
+                             [{"mode": "decode", "wg_size": wg, "decode_keys": bc} for wg, bc in DECODE_LAYOUTS])
+
+
+@pytest.mark.parametrize("wg,keys", DECODE_LAYOUTS)
+@pytest.mark.parametrize("D", [128, 256])
+def test_decode_layouts(device, decode_layout_kernels, rng, D, wg, keys):
+    """Every decode layout, single pass and split, global and windowed, against numpy."""
+    k = decode_layout_kernels
+    space = k.manifest.artifacts
+    name = f"attention_decode_d{D}@" + candidate_key({"wg_size": wg, "decode_keys": keys, "prefill_rows": 32,
+                                                      "prefill_keys": 32})
+    if name not in space:
+        pytest.skip(f"{name} is not in the build (no glslc here; build it with "
+                    f"`gemforge kernels --tune-candidates attention:mode=decode,...` and carry build/)")
+    k.pin(space[name])
+    try:
+        for C, window, pos0, splits in ((400, 0, 300, 1), (400, 0, 300, 7), (700, 512, 1500, 3)):
+            check(device, k, rng, 1, 4, 2, D, C, window, pos0, splits=splits, qscale=3.0)
+    finally:
+        k.unpin("attention", mode="decode", head_dim=D)
 
 
 def test_every_attention_variant_is_tested(kernels):
     built = {(a.axes["mode"], a.axes["head_dim"]) for a in kernels.manifest.artifacts.values() if a.op == "attention"}
     tested = {("decode" if c[0] == 1 else "prefill", c[3]) for c in CASES}
     assert built and built <= tested, f"untested attention variants: {sorted(built - tested)}"
-    merged = {a.axes["head_dim"] for a in kernels.manifest.artifacts.values() if a.op == "attention_merge"}
-    assert merged <= {128, 256}, f"untested attention_merge variants: {sorted(merged - {128, 256})}"
 
 
 @pytest.mark.parametrize("window,C,chunks", [(8, 24, [16, 16, 5, 1, 1, 13]), (0, 64, [16, 7, 1, 1, 20])])
@@ -110,6 +140,28 @@ def test_chunked_sequence_matches_dense_attention(device, kernels, rng, window, 
         want = ref.attention_dense(q[pos:pos + T], k[:pos + T], v[:pos + T], np.arange(pos, pos + T), window, 0.1)
         assert_close(bo.read().reshape(T, Hq, D), want, TOL, f"chunk at {pos} (T={T}, window={window})")
         pos += T
+
+
+def test_split_attention_repeated_in_one_recording(device, kernels, rng):
+    """The split path's arrival counters go back to zero: the same split attention three times in one
+    recording (as the decode step runs it once per layer), then the recording submitted again, each
+    output right. Splits are forced above the keys there are, so most workgroups have no work."""
+    Hq, Hkv, D, C, pos0 = 8, 2, 256, 512, 200
+    q = (rng.standard_normal((3, 1, Hq, D)) * 3).astype(np.float32)
+    kc, vc = (rng.standard_normal((C, Hkv, D)).astype(np.float32) for _ in range(2))
+    bk, bv = device.upload(kc), device.upload(vc)
+    bqs = [device.upload(q[i]) for i in range(3)]
+    outs = [device.buffer(Hq * D * 4) for _ in range(3)]
+    ctrl = upload_ctrl(device, pos0)
+    rec = device.record()
+    for bq, bo in zip(bqs, outs):
+        kernels.attention(rec, bq, bk, bv, bo, ctrl, 1, Hq, Hkv, D, C, 0, D ** -0.5, splits=64)
+    for _ in range(2):
+        rec.submit()
+        for i, bo in enumerate(outs):
+            assert_close(bo.read().reshape(1, Hq, D), ref.attention(q[i], kc, vc, pos0, 0, D ** -0.5), TOL,
+                         f"split attention, call {i}")
+            bo.write(np.zeros(Hq * D, np.float32))
 
 
 def test_reference_ring_matches_dense(rng):

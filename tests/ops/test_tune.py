@@ -15,18 +15,23 @@ def test_tune_small_class_writes_the_small_file_with_siblings(device, tmp_path, 
         pytest.skip("no glslc here to build the tuning candidates")
     from gemforge.gen.build import build
     bd = tmp_path / "build"
-    build(bd, ops={"matvec"}, tune_ops={"matvec": [{"format": "q8_0", "input": "plain"}]}, log=lambda s: None)
+    # the candidates of 32 threads per workgroup (about 40, row groups included): enough for a sweep
+    build(bd, ops={"matvec"}, tune_ops={"matvec": [{"format": "q8_0", "input": "plain", "wg_size": "32"}]},
+          log=lambda s: None)
     monkeypatch.setenv("GEMFORGE_BUILD_DIR", str(bd))
     out = tmp_path / "tuning.yaml"
+    out.write_text("# where these numbers come from\n# (kept by every rewrite)\nentries: {}\n")
     rc = main(["tune", "--op", "matvec", "--model", "270m", "--weights", "q8_0", "--size-class", "small",
                "--reps", "2", "--out", str(out)])
     assert rc == 0
     err = capsys.readouterr().err
     assert "4 shapes from 270m (size class small)" in err    # qkv, o, gate_up, down; not the 262144-row head
-    doc = yaml.safe_load(out.read_text())
+    text = out.read_text()
+    assert text.startswith("# where these numbers come from\n# (kept by every rewrite)\n")
+    doc = yaml.safe_load(text)
     entries = doc["entries"]["matvec"]
     assert entries["matvec_q8_0"] == entries["matvec_q8_0_geglu"]        # the geglu sibling takes the same values
-    assert set(entries["matvec_q8_0"]) == {"wg_size", "rows_per_wg", "unroll"}
+    assert set(entries["matvec_q8_0"]) == {"wg_size", "rows_per_wg", "unroll", "row_groups"}
     m = doc["measured"]["matvec_q8_0"]
     assert m["candidates"] > 1 and m["best_ms_per_token"] <= m["default_ms_per_token"]
     assert doc["device"] == device.info.name

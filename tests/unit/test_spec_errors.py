@@ -105,7 +105,7 @@ CASES = {
     "binding-access": (
         "configs/ops/copy.yaml", COPY_YAML.replace("{name: dst, access: write}", "{name: dst, access: rw}"),
         "{root}/configs/ops/copy.yaml: op 'copy', field 'bindings[1].access': unknown access 'rw'",
-        "use one of read, write, readwrite"),
+        "use one of read, write, readwrite, coherent"),
     "top-level-not-mapping": (
         "configs/ops/copy.yaml", "- op: copy\n",
         "{root}/configs/ops/copy.yaml: the top level must be a mapping of fields, got list", None),

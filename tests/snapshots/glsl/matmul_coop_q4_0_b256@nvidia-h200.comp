@@ -42,30 +42,35 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 }
 // Prefill matrix-matrix product on cooperative matrices (tensor cores), bucket 256:
 //   y[m, row0 + n] = sum_k x[m, k] W[n, k]   for m < T, n < rows (row stride ldy).
-// A workgroup of 2 x 4 subgroups computes a TM x TN tile; subgroup (wm, wn) owns
+// A workgroup of 2 x 8 subgroups computes a TM x TN tile; subgroup (wm, wn) owns
 // WM x WN of it as (WM/16) x (WN/16) 16x16 fp32 accumulators. Per K step of TK the workgroup stages
 // x (fp32 -> fp16) and W (dequantized with its block scale -> fp16) in shared memory, k contiguous
 // per row; A fragments load row-major from the x tile, B fragments column-major from the W tile.
 // The next step's global loads are issued into registers before this step's products, so their
 // latency hides behind the tensor-core work (one shared stage, register double buffering).
+// A staging item is a 16-byte chunk (16 weights), or for q4_0 half of one (8 bytes, 16 weights): with whole
+// 32-weight chunks a tile_k of 32 gave one chunk per row, so half the threads decoded every weight.
 // Results pass through a per-subgroup 16x16 shared tile so rows >= T and outputs >= rows are
 // never written. Split K (grid z > 1): workgroup z covers K [z kchunk, (z + 1) kchunk) and writes
 // its partial tile to part[z, m, n]; split_sum then adds the splits into y.
-layout(local_size_x = 256) in;
+layout(local_size_x = 512) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x4 { vec4 x4[]; };
+layout(std430, set = 0, binding = 0) readonly buffer B_w2 { uvec2 w2[]; };
 layout(std430, set = 0, binding = 2) restrict writeonly buffer B_y { float y[]; };
 layout(std430, set = 0, binding = 3) restrict writeonly buffer B_part { float part[]; };
 layout(push_constant) uniform PushConstants { uint T; uint K; uint rows; uint row0; uint ldy; uint kchunk; } pc;
 
-const uint TM = 64u, TN = 128u, TK = 64u;
-const uint WM = 32u, WN = 32u, NWN = 4u;
+const uint TM = 128u, TN = 256u, TK = 32u;
+const uint WM = 64u, WN = 32u, NWN = 8u;
 const uint FM = WM / 16u, FN = WN / 16u;
-const uint NSG = 8u, SG = 32u, NT = NSG * SG;
-const uint CK = TK / WE;              // weight chunks per row and K step
+const uint NSG = 16u, SG = 32u, NT = NSG * SG;
+const uint IW = 16u;  // weights per staging item
+const uint IV = IW / 4u;              // ... as vec4s
+const uint CK = TK / IW;              // weight items per row and K step
 const uint LD = TK / 4u + 2u;         // row stride of the shared tiles in f16vec4 (16 bytes of padding)
 const uint XI = (TM * (TK / 4u) + NT - 1u) / NT;   // x items (4 consecutive k of one row) per thread
-const uint WI = (TN * CK + NT - 1u) / NT;          // weight chunks per thread
+const uint WI = (TN * CK + NT - 1u) / NT;          // weight items per thread
 shared f16vec4 As[TM * LD];
 shared f16vec4 Bs[TN * LD];
 shared float Cs[NSG * 256u];
@@ -89,10 +94,10 @@ void main() {
     [[unroll]] for (uint i = 0u; i < FM * FN; i++) acc[i] = CM_C(0.0);
 
     vec4 xr[XI];                  // the next step's x and W, in registers
-    uvec4 wr[WI];
+    uvec2 wr[WI];
     float wd[WI];
     [[unroll]] for (uint i = 0u; i < XI; i++) xr[i] = vec4(0.0);
-    [[unroll]] for (uint i = 0u; i < WI; i++) { wr[i] = uvec4(0u); wd[i] = 0.0; }
+    [[unroll]] for (uint i = 0u; i < WI; i++) { wr[i] = uvec2(0u); wd[i] = 0.0; }
 
     for (uint k0 = kbeg; k0 < kend + TK; k0 += TK) {
         if (k0 > kbeg) {                                        // stage step k0 - TK from registers
@@ -104,9 +109,12 @@ void main() {
                 const uint l = tid + i * NT;
                 if (l < TN * CK) {
                     const uint n = l / CK, c = l % CK;
-                    vec4 v[XV];
-                    w_decode(wr[i], v);
-                    [[unroll]] for (uint j = 0u; j < XV; j++) Bs[n * LD + c * XV + j] = f16vec4((v[j] - W_OFFSET) * wd[i]);
+                    vec4 v[IV];                 // nibble q of element 8h+j in bits 4j.. of word h, as 2^23 + q
+                    [[unroll]] for (uint h = 0u; h < 2u; h++) {
+                        v[2u * h] = uintBitsToFloat(((uvec4(wr[i][h]) >> uvec4(0u, 4u, 8u, 12u)) & 15u) | MAGIC_2_23) - 8388608.0;
+                        v[2u * h + 1u] = uintBitsToFloat(((uvec4(wr[i][h]) >> uvec4(16u, 20u, 24u, 28u)) & 15u) | MAGIC_2_23) - 8388608.0;
+                    }
+                    [[unroll]] for (uint j = 0u; j < IV; j++) Bs[n * LD + c * IV + j] = f16vec4((v[j] - W_OFFSET) * wd[i]);
                 }
             }
             barrier();
@@ -128,12 +136,12 @@ void main() {
             }
             [[unroll]] for (uint i = 0u; i < WI; i++) {
                 const uint l = tid + i * NT;
-                const uint gn = min(n0 + l / CK, pc.rows - 1u), gc = k0 / WE + l % CK;
-                if (l < TN * CK && gc * WE < Kp) {
-                    wr[i] = w[w_chunk(gn, gc, Kp)];
+                const uint gn = min(n0 + l / CK, pc.rows - 1u), gi = k0 / IW + l % CK, gc = gi * IW / WE;
+                if (l < TN * CK && gi * IW < Kp) {
+                    wr[i] = w2[2u * w_chunk(gn, gc, Kp) + (gi & 1u)];
                     wd[i] = w_scale(gn, gc, pc.rows, Kp);
                 } else {
-                    wr[i] = uvec4(0u);
+                    wr[i] = uvec2(0u);
                     wd[i] = 0.0;          // zero scale: chunks past Kp contribute nothing
                 }
             }

@@ -49,6 +49,7 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 // per row; A fragments load row-major from the x tile, B fragments column-major from the W tile.
 // The next step's global loads are issued into registers before this step's products, so their
 // latency hides behind the tensor-core work (one shared stage, register double buffering).
+// A staging item is a 16-byte chunk (WE weights).
 // Results pass through a per-subgroup 16x16 shared tile so rows >= T and outputs >= rows are
 // never written. Split K (grid z > 1): workgroup z covers K [z kchunk, (z + 1) kchunk) and writes
 // its partial tile to part[z, m, n]; split_sum then adds the splits into y.
@@ -63,10 +64,12 @@ const uint TM = 64u, TN = 128u, TK = 32u;
 const uint WM = 32u, WN = 32u, NWN = 4u;
 const uint FM = WM / 16u, FN = WN / 16u;
 const uint NSG = 8u, SG = 32u, NT = NSG * SG;
-const uint CK = TK / WE;              // weight chunks per row and K step
+const uint IW = WE;  // weights per staging item
+const uint IV = IW / 4u;              // ... as vec4s
+const uint CK = TK / IW;              // weight items per row and K step
 const uint LD = TK / 4u + 2u;         // row stride of the shared tiles in f16vec4 (16 bytes of padding)
 const uint XI = (TM * (TK / 4u) + NT - 1u) / NT;   // x items (4 consecutive k of one row) per thread
-const uint WI = (TN * CK + NT - 1u) / NT;          // weight chunks per thread
+const uint WI = (TN * CK + NT - 1u) / NT;          // weight items per thread
 shared f16vec4 As[TM * LD];
 shared f16vec4 Bs[TN * LD];
 shared float Cs[NSG * 256u];
@@ -107,7 +110,7 @@ void main() {
                     const uint n = l / CK, c = l % CK;
                     vec4 v[XV];
                     w_decode(wr[i], v);
-                    [[unroll]] for (uint j = 0u; j < XV; j++) Bs[n * LD + c * XV + j] = f16vec4((v[j] - W_OFFSET) * wd[i]);
+                    [[unroll]] for (uint j = 0u; j < IV; j++) Bs[n * LD + c * IV + j] = f16vec4((v[j] - W_OFFSET) * wd[i]);
                 }
             }
             barrier();
@@ -129,8 +132,8 @@ void main() {
             }
             [[unroll]] for (uint i = 0u; i < WI; i++) {
                 const uint l = tid + i * NT;
-                const uint gn = min(n0 + l / CK, pc.rows - 1u), gc = k0 / WE + l % CK;
-                if (l < TN * CK && gc * WE < Kp) {
+                const uint gn = min(n0 + l / CK, pc.rows - 1u), gi = k0 / IW + l % CK, gc = gi * IW / WE;
+                if (l < TN * CK && gi * IW < Kp) {
                     wr[i] = w[w_chunk(gn, gc, Kp)];
                     wd[i] = w_scale(gn, gc, pc.rows, Kp);
                 } else {

@@ -2,6 +2,7 @@
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_arithmetic : enable
 // gemforge kernel matvec_f16 (generated from templates/glsl; do not edit)
+#extension GL_KHR_shader_subgroup_shuffle : enable
 #extension GL_EXT_control_flow_attributes : enable
 layout(std430, set = 0, binding = 0) restrict readonly buffer B_w { uvec4 w[]; };
 
@@ -25,10 +26,13 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
     return 1.0;
 }
 // Decode matrix-vector product over one weight part: y[row0 + n] = sum_k W[n, k] x[k], n < rows.
-// A workgroup computes R rows. Every thread walks the K chunks c = tid, tid + WG, ...: per loop trip
-// it issues U x R independent 16-byte weight loads (U chunks, one load per row) before any product,
-// and reads the matching x once for all R rows. Partial sums: subgroupAdd, then across subgroups in
-// shared memory (any subgroup size).
+// The workgroup's WG threads form NG row groups of GT = WG / NG threads; a group computes R rows.
+// Every thread of a group walks the K chunks c = lt, lt + GT, ...: per loop trip it issues U x R
+// independent 16-byte weight loads (U chunks, one load per row) before any product, and reads the
+// matching x once for all R rows. Partial sums: within a subgroup (subgroupAdd, or a shuffle
+// butterfly when a group is a part of a subgroup), then across a group's subgroups in shared memory.
+// Groups of one subgroup (GT = 32 on a GPU with 32-wide subgroups) need no barrier, and a short K
+// (the 270M's 640 = 40 q8_0 chunks) keeps every thread busy.
 layout(local_size_x = 32) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
@@ -36,14 +40,19 @@ layout(std430, set = 0, binding = 2) restrict writeonly buffer B_y { float y[]; 
 layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; } pc;
 
 const uint WG = 32u;
+const uint NG = 1u;
+const uint GT = WG / NG;    // threads per row group
 const uint R = 8u;
 const uint U = 1u;
 shared float red[R][WG];   // one partial per subgroup and row; WG slots fit any subgroup size
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
-    const uint n0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * R;
-    if (n0 >= pc.rows) return;                  // uniform per workgroup (2-D grid rounding)
+    const uint g = tid / GT;                    // this thread's row group
+    const uint lt = tid % GT;                   // and its lane in the group
+    const uint wg0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * NG * R;
+    if (wg0 >= pc.rows) return;                 // uniform per workgroup (2-D grid rounding)
+    const uint n0 = wg0 + g * R;                // may be >= rows in the last workgroup: computes row rows-1
     const uint Kp = w_kp(pc.K);
     const uint nfull = pc.K / WE;               // chunks whose x lies wholly inside K
     const uint nchunk = (pc.K + WE - 1u) / WE;  // and a partial one when K % WE != 0
@@ -53,14 +62,14 @@ void main() {
         r[i] = min(n0 + i, pc.rows - 1u);
         acc[i] = 0.0;
     }
-    for (uint c0 = tid; c0 < nchunk; c0 += WG * U) {
+    for (uint c0 = lt; c0 < nchunk; c0 += GT * U) {
         uvec4 qs[U][R];
         [[unroll]] for (uint u = 0u; u < U; u++) {
-            const uint cu = min(c0 + u * WG, nchunk - 1u);     // past the end: a valid chunk, not used
+            const uint cu = min(c0 + u * GT, nchunk - 1u);     // past the end: a valid chunk, not used
             [[unroll]] for (uint i = 0u; i < R; i++) qs[u][i] = w[w_chunk(r[i], cu, Kp)];
         }
         [[unroll]] for (uint u = 0u; u < U; u++) {
-            const uint c = c0 + u * WG;
+            const uint c = c0 + u * GT;
             if (c >= nchunk) break;
             vec4 xv[XV];
             if (c < nfull) {
@@ -83,14 +92,33 @@ void main() {
             }
         }
     }
+    const uint SG = gl_SubgroupSize;
+    if (GT <= SG) {
+        // a group is GT consecutive lanes of one subgroup (both powers of two; subgroups are runs of
+        // consecutive invocations on every driver we know of): subgroupAdd when it is the whole
+        // subgroup, else a butterfly over its lanes only. Lane i % GT of the group writes row i.
+        if (GT == SG) {
+            [[unroll]] for (uint i = 0u; i < R; i++) acc[i] = subgroupAdd(acc[i]);
+        } else {
+            [[unroll]] for (uint off = GT / 2u; off > 0u; off >>= 1u) {
+                [[unroll]] for (uint i = 0u; i < R; i++) acc[i] += subgroupShuffleXor(acc[i], off);
+            }
+        }
+        [[unroll]] for (uint i = 0u; i < R; i++) {
+            if (lt == i % GT && n0 + i < pc.rows) y[pc.row0 + n0 + i] = acc[i];
+        }
+        return;
+    }
+    // a group spans GT / SG whole subgroups: their sums meet in shared memory
     [[unroll]] for (uint i = 0u; i < R; i++) acc[i] = subgroupAdd(acc[i]);
     if (subgroupElect()) {
         [[unroll]] for (uint i = 0u; i < R; i++) red[i][gl_SubgroupID] = acc[i];
     }
     barrier();
-    if (tid < R && n0 + tid < pc.rows) {
+    const uint per = GT / SG;
+    for (uint i = lt; i < R && n0 + i < pc.rows; i += GT) {
         float s = 0.0;
-        for (uint g = 0u; g < gl_NumSubgroups; g++) s += red[tid][g];
-        y[pc.row0 + n0 + tid] = s;
+        for (uint j = 0u; j < per; j++) s += red[i][g * per + j];
+        y[pc.row0 + n0 + i] = s;
     }
 }

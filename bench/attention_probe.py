@@ -1,0 +1,82 @@
+"""Decode attention per layer: GPU time of every attention decode variant in the build (the default,
+the device's tuned one and any `--tune-candidates attention:mode=decode,...` candidates) at a model's
+head shapes, for a global layer (cache = the context) and a sliding one (cache = window + 256).
+
+  gemforge kernels --tune-candidates attention:mode=decode      # where glslc is: the candidates
+  python3 bench/attention_probe.py --model 270m,27b --pos 600 [--out results.json]
+
+Random q and caches (speed does not depend on values); the split count is the runtime's own choice
+for the shape (Kernels.attention with splits=None), so the merge pass is timed with it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from gemforge.runtime.config import model_config
+from gemforge.runtime.kernels import Kernels
+from gemforge.runtime.vulkan import Device
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="270m,27b")
+    ap.add_argument("--pos", type=int, default=600, help="tokens in the cache (pp512 then decoding: ~512..640)")
+    ap.add_argument("--context", type=int, default=8192, help="the global layers' cache length")
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    dev = Device()
+    k = Kernels(dev)
+    rng = np.random.default_rng(0)
+    rows = []
+    for model in a.model.split(","):
+        cfg = model_config(model)
+        Hq, Hkv, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        n_global = sum(cfg.is_global(i) for i in range(cfg.layers))
+        arts = [x for x in k.manifest.artifacts.values()
+                if x.op == "attention" and x.axes == {"mode": "decode", "head_dim": D}]
+        seen = set()
+        q = dev.upload(rng.standard_normal(Hq * D).astype(np.float32))
+        out = dev.buffer(4 * Hq * D)
+        ctrl = dev.buffer(64, "ctrl", host=True)
+        ctrl.write(np.array([a.pos], np.uint32))
+        layers = {"global": (min(a.context, cfg.context), 0), "local": (cfg.window + 256, cfg.window)}
+        caches = {kind: [dev.upload(rng.standard_normal(C * Hkv * D).astype(np.float32)) for _ in range(2)]
+                  for kind, (C, _) in layers.items()}
+        for art in arts:
+            key = (art.values["wg_size"], art.values["decode_keys"], art.values["decode_rows"])
+            if key in seen:        # candidates differing only in prefill params are the same decode kernel
+                continue
+            seen.add(key)
+            k.pin(art)
+            res = {}
+            for kind, (C, window) in layers.items():
+                kc, vc = caches[kind]
+                rec = dev.record(timestamps=True, label="attention probe")
+                for _ in range(a.reps):
+                    k.attention(rec, q, kc, vc, out, ctrl, 1, Hq, Hkv, D, C, window, D ** -0.5)
+                rec.submit()
+                rec.submit()
+                res[kind] = 1e6 * rec.per_call(a.reps)
+                rec.destroy()
+            k.unpin("attention", mode="decode", head_dim=D)
+            rows.append({"model": model, "kernel": art.name, "wg_size": key[0], "decode_keys": key[1],
+                         "decode_rows": key[2], "pos": a.pos, "global_us": round(res["global"], 2),
+                         "local_us": round(res["local"], 2),
+                         "us_per_token": round(res["global"] * n_global + res["local"] * (cfg.layers - n_global), 1)})
+            print(f"{model:5s} {art.name:70s} global {res['global']:7.2f} us  local {res['local']:7.2f} us  "
+                  f"per token {rows[-1]['us_per_token']:8.1f} us", file=sys.stderr)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"device": dev.info.describe(), "command": " ".join(["bench/attention_probe.py"] + sys.argv[1:]),
+                       "rows": rows}, f, indent=1)
+    dev.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
