@@ -21,6 +21,23 @@ from gemforge.runtime.tune_cli import matvec_shapes
 from gemforge.runtime.vulkan import Device
 
 
+def _warm(dev, k, rng, seconds: float) -> None:
+    """Matrix-vector products for ``seconds`` (clocks up, caches and pipelines warm)."""
+    import time
+    N, K = 16384, 4096
+    W = upload_packed_weight(dev, random_packed("q8_0", N, K, rng), "q8_0", N, K, "warm-up")
+    x, y = dev.upload(rng.standard_normal(K).astype(np.float32)), dev.buffer(4 * N)
+    rec = dev.record(label="warm-up")
+    for _ in range(200):
+        k.linear(rec, W, x, y, 1)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        rec.submit()
+    rec.destroy()
+    for p in W.parts:
+        p.buffer.destroy()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="27b")
@@ -30,6 +47,11 @@ def main() -> int:
     ap.add_argument("--portable-matmul", action="store_true")
     ap.add_argument("--split-groups", type=int, help="Kernels.SPLIT_K_GROUPS (split K until this many workgroups)")
     ap.add_argument("--split-min", type=int, help="Kernels.SPLIT_K_MIN (the least K per split)")
+    ap.add_argument("--part-mb", type=int, help="split every weight into row parts of at most this many MB")
+    ap.add_argument("--only", help="time only these matrices (comma-separated: qkv,o,gate_up,down,head)")
+    ap.add_argument("--shapes", help="time these [N, K] instead of the model's matrices: 43008x5376,262144x5376")
+    ap.add_argument("--warmup-s", type=float, default=1.0, help="seconds of matrix-vector work before timing "
+                    "(a fresh GPU runs its first work slower)")
     ap.add_argument("--out")
     a = ap.parse_args()
     dev = Device()
@@ -44,11 +66,17 @@ def main() -> int:
     rng = np.random.default_rng(0)
     rows = []
     names = ["qkv", "o", "gate_up", "down", "head"]
+    shapes = list(zip(names, matvec_shapes(cfg)))
+    if a.shapes:
+        shapes = [(s, (int(s.split("x")[0]), int(s.split("x")[1]), 1)) for s in a.shapes.split(",")]
+    if a.warmup_s > 0:
+        _warm(dev, k, rng, a.warmup_s)
     for fmt in a.weights.split(","):
-        for name, (N, K, times) in zip(names, matvec_shapes(cfg)):
-            if T > 1 and name == "head":
+        for name, (N, K, times) in shapes:
+            if (T > 1 and name == "head") or (a.only and name not in a.only.split(",")):
                 continue
-            W = upload_packed_weight(dev, random_packed(fmt, N, K, rng), fmt, N, K, name)
+            W = upload_packed_weight(dev, random_packed(fmt, N, K, rng), fmt, N, K, name,
+                                     max_part_bytes=a.part_mb << 20 if a.part_mb else None)
             x = dev.upload(rng.standard_normal(2 * K * T).astype(np.float32))
             y = dev.buffer(4 * N * T)
             res = {}
@@ -65,6 +93,7 @@ def main() -> int:
             for act, t in res.items():
                 tflops = 2 * T * N * K / t / 1e12
                 row = {"model": a.model, "format": fmt, "matrix": name, "act": act, "T": T, "N": N, "K": K,
+                       "parts": len(W.parts),
                        "kernel": kernel, "bytes": W.nbytes, "us": 1e6 * t, "GB_s": W.nbytes / t / 1e9,
                        "TFLOP_s": tflops, "per_token": times}
                 rows.append(row)

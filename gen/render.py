@@ -63,8 +63,10 @@ def render(variant: Variant, template_dir: Path, env: jinja2.Environment | None 
     declared: list[str] = []
     aliases: set[str] = set()
 
-    def bind(name: str, type: str, alias: str | None = None) -> str:
-        """Declare binding ``name`` as an array of ``type``; ``alias`` gives a second view of the same binding."""
+    def bind(name: str, type: str, alias: str | None = None, coherent: bool = False) -> str:
+        """Declare binding ``name`` as an array of ``type``; ``alias`` gives a second view of the same binding.
+        ``coherent``: this variant reads what other workgroups of the dispatch wrote (a 'readwrite' binding
+        whose other variants do not need the qualifier, which can cost them speed)."""
         idx = next((i for i, b in enumerate(bindings) if b.name == name), None)
         if idx is None:
             raise SpecError(f"{spec.path}: op '{spec.op}', template {spec.template}: binds '{name}', which variant "
@@ -77,6 +79,11 @@ def render(variant: Variant, template_dir: Path, env: jinja2.Environment | None 
         aliases.add(var)
         declared.append(name)
         qual = _QUAL[bindings[idx].access]
+        if coherent:
+            if bindings[idx].access not in ("readwrite", "coherent"):
+                raise SpecError(f"{spec.path}: op '{spec.op}', template {spec.template}: binds '{name}' coherent, "
+                                f"but its access is '{bindings[idx].access}'", "make it readwrite in the spec")
+            qual = _QUAL["coherent"]
         # restrict lets the compiler assume no aliasing between bindings; aliased views drop it.
         restrict = "" if alias else "restrict "
         return (f"layout(std430, set = 0, binding = {idx}) {restrict}{qual}buffer B_{var} "

@@ -62,7 +62,7 @@ def _profile(rec) -> dict[str, float]:
 
 
 def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
-          require_hardware=False, portable_matmul=False, log=print) -> dict:
+          require_hardware=False, portable_matmul=False, part_bytes=None, log=print) -> dict:
     from .kernels import Kernels
     from .model import Engine
     from .paths import cache_dir
@@ -72,7 +72,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     kern.portable_only = portable_matmul
     cfg = store.config
     t0 = time.perf_counter()
-    engine = Engine(dev, kern, store, context=prompt_tokens + gen_tokens + 8)
+    engine = Engine(dev, kern, store, context=prompt_tokens + gen_tokens + 8, part_bytes=part_bytes)
     load_s = time.perf_counter() - t0
     matmul = kern.prefill_matmul(store.fmt)
     log(f"bench: {cfg.name} {store.fmt} on {dev.info.describe()}; weights uploaded in {load_s:.1f} s; "
@@ -139,6 +139,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
         "profile_decode_ms": {k: 1e3 * v for k, v in decode_prof.items()},
         "profile_prefill_chunk_ms": {k: 1e3 * v for k, v in prefill_prof.items()},
         "dispatches_per_decode_step": len(engine._step(1, "argmax").names),
+        "weight_part_bytes": part_bytes or Engine.WEIGHT_PART_BYTES,
         "prefill_matmul": matmul,
         "git": _git_rev(), "command": " ".join(["gemforge"] + sys.argv[1:]),
     }
@@ -169,7 +170,9 @@ def cmd_bench(args) -> int:
             store = load_weights(Path(args.model), w)
         results.append(bench(store, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, reps=args.reps,
                              warmup_s=args.warmup_s, device_index=args.device, require_hardware=args.require_hardware,
-                             portable_matmul=args.portable_matmul, log=lambda s: print(s, file=sys.stderr)))
+                             portable_matmul=args.portable_matmul,
+                             part_bytes=args.weight_part_mb << 20 if args.weight_part_mb else None,
+                             log=lambda s: print(s, file=sys.stderr)))
         r = results[-1]
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["profile_decode_ms"].items())[:6])
         print(f"  decode step {r['gpu_ms_decode_step']:.3f} ms GPU in {r['dispatches_per_decode_step']} dispatches: {top}",
@@ -195,6 +198,9 @@ def _setup(p):
     p.add_argument("--require-hardware", action="store_true")
     p.add_argument("--portable-matmul", action="store_true",
                    help="prefill on the portable matmul even where the cooperative-matrix one runs (A/B)")
+    p.add_argument("--weight-part-mb", type=int, default=None,
+                   help="upload weights in row parts of at most this many MiB (default: Engine.WEIGHT_PART_BYTES; "
+                        "A/B runs of the part size)")
     p.add_argument("--out", help="JSON file (default bench/results/<time>-<model>-<device>.json)")
 
 

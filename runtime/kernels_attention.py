@@ -1,6 +1,6 @@
 """Kernel calls for everything in a Gemma 3 step that is not a matrix product or a norm.
 
-RoPE, the KV-cache write, attention (split over the keys when it pays, one dispatch), GeGLU, add,
+RoPE, the KV-cache write, attention (split over the keys when it pays), GeGLU, add,
 and the on-GPU argmax and top-k of the sampler.  ``AttentionOps`` is a mixin of
 ``Kernels`` (kernels.py): it uses ``self.device`` and ``self.program``.  Small device
 buffers it needs (RoPE frequency tables, attention partials, argmax/top-k levels) are
@@ -84,8 +84,9 @@ class AttentionOps:
                   window: int, scale: float, splits: int | None = None) -> None:
         """out [T, Hq, D] = softmax(q k^T * scale) v over the ring-buffer caches [C, Hkv, D] (COMMON.md rules).
 
-        ``splits`` (keys cut into at most that many pieces, combined by the last workgroup of each
-        tile) is chosen from the shape when None; tests force it to exercise both paths."""
+        ``splits`` (keys cut into at most that many pieces; decode: combined by the last workgroup of
+        each head, prefill: by an attention_merge pass) is chosen from the shape when None; tests
+        force it to exercise both paths."""
         if Hkv <= 0 or Hq % Hkv:
             raise GemforgeError(f"attention: {Hq} query heads are not a multiple of {Hkv} kv heads")
         if not 0 < T <= 65535 or C <= 0 or window < 0:
@@ -110,8 +111,14 @@ class AttentionOps:
         part = self._scratch("attention", part_bytes)
         push = {"T": T, "Hq": Hq, "Hkv": Hkv, "C": C, "window": window, "scale": float(scale) * LOG2E,
                 "splits": splits}
-        rec.dispatch(prog, {"q": q, "kcache": kcache, "vcache": vcache, "y": out, "part": part, "ctrl": ctrl,
-                            "count": self._counters(tiles * Hkv)}, push, (tiles, Hkv, splits))
+        bufs = {"q": q, "kcache": kcache, "vcache": vcache, "y": out, "part": part, "ctrl": ctrl}
+        if mode == "decode":     # the last split of each head combines the partials (no merge pass)
+            bufs["count"] = self._counters(tiles * Hkv)
+        rec.dispatch(prog, bufs, push, (tiles, Hkv, splits))
+        if mode == "prefill" and splits > 1:
+            merge = self.program("attention_merge", head_dim=D)
+            rec.dispatch(merge, {"part": part, "y": out}, {"rows": T * Hq, "splits": splits},
+                         groups_2d(T * Hq))
 
     def _counters(self, n: int) -> Buffer:
         """At least ``n`` uint32 zeros on the device: the arrival counters of split attention, which the

@@ -73,7 +73,13 @@ class Stats:
 class Engine:
     """The model's weights, activations and KV cache on one device, and the recorded steps."""
 
-    def __init__(self, device: Device, kernels: Kernels, store, context: int, progress=None):
+    # Weight matrices go to the device in row parts of at most this many bytes. On the H200 a 1.5 GB
+    # output head in one buffer ran its matrix-vector product at 0.7-0.8 TB/s and in 256 MiB parts at
+    # 3.4 TB/s (bench/linear_probe.py --only head [--part-mb 256]); the extra dispatches cost ~6 us each.
+    WEIGHT_PART_BYTES = 256 << 20
+
+    def __init__(self, device: Device, kernels: Kernels, store, context: int, progress=None,
+                 part_bytes: int | None = None):
         cfg: ModelConfig = store.config
         self.cfg, self.device, self.k = cfg, device, kernels
         self.context = context
@@ -84,7 +90,8 @@ class Engine:
             """One device matrix: the named GGUF matrices stacked by rows (one dispatch reads them all)."""
             mats = [store.matrix(n) for n in names]
             words, N, K = mats[0] if len(mats) == 1 else concat_packed(mats, self.fmt)
-            return upload_packed_weight(device, words, self.fmt, N, K, "+".join(names))
+            return upload_packed_weight(device, words, self.fmt, N, K, "+".join(names),
+                                        max_part_bytes=part_bytes or self.WEIGHT_PART_BYTES)
 
         def vec(name):
             return device.upload(np.asarray(store.vector(name), np.float32), name)

@@ -10,6 +10,7 @@ every dispatch with GPU timestamps.
 from __future__ import annotations
 
 import atexit
+import os
 import struct
 import weakref
 from dataclasses import dataclass, field
@@ -51,6 +52,11 @@ def _vkcall(what: str, fn, *args, device_name: str = "", size: int | None = None
                           "the GPU driver reset the device; a kernel may have run too long or faulted") from None
     except vk.VkError as e:
         raise DeviceError(f"{device_name}: {what} failed with {type(e).__name__}") from None
+
+
+# GEMFORGE_FULL_BARRIERS=1: every barrier between dispatches also covers transfers (the behaviour before
+# compute-only barriers; for A/B timing runs)
+FULL_BARRIERS = os.environ.get("GEMFORGE_FULL_BARRIERS", "") not in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -443,7 +449,7 @@ class Recording:
                                           pBufferInfo=[info]) for i, info in enumerate(infos)]
         vk.vkUpdateDescriptorSets(self.device.handle, len(writes), writes, 0, None)
         if self.names:
-            self.barrier(compute_only=self.names[-1] != "copy")
+            self.barrier(compute_only=self.names[-1] != "copy" and not FULL_BARRIERS)
         c = self.cmd
         q = len(self.names)
         if self.timestamps:

@@ -76,8 +76,8 @@ def test_attention(device, kernels, rng, T, Hq, Hkv, D, C, window, pos0):
 @pytest.mark.parametrize("T,D", [(1, 128), (1, 256), (19, 128), (19, 256)])
 def test_attention_single_pass_and_split(device, kernels, rng, T, D, splits):
     """Both output paths of every variant: splits = 1 writes out directly; with more, the last workgroup
-    of each tile combines the partials. Five splits of ~70 keys leave some splits empty for the early
-    rows (causal)."""
+    of each head combines the partials (decode) or attention_merge does (prefill). Five splits of ~70
+    keys leave some splits empty for the early rows (causal)."""
     check(device, kernels, rng, T, 4, 2, D, 400, 0, 300, splits=splits, qscale=3.0)
 
 
@@ -115,6 +115,8 @@ def test_every_attention_variant_is_tested(kernels):
     built = {(a.axes["mode"], a.axes["head_dim"]) for a in kernels.manifest.artifacts.values() if a.op == "attention"}
     tested = {("decode" if c[0] == 1 else "prefill", c[3]) for c in CASES}
     assert built and built <= tested, f"untested attention variants: {sorted(built - tested)}"
+    merged = {a.axes["head_dim"] for a in kernels.manifest.artifacts.values() if a.op == "attention_merge"}
+    assert merged <= {128, 256}, f"untested attention_merge variants: {sorted(merged - {128, 256})}"
 
 
 @pytest.mark.parametrize("window,C,chunks", [(8, 24, [16, 16, 5, 1, 1, 13]), (0, 64, [16, 7, 1, 1, 20])])

@@ -8,11 +8,16 @@ TOL = 1e-5
 
 
 # L = 1 and 7: most threads hold nothing; 5376: the longest row kept in registers (max_L);
-# 6001: longer than the registers hold (elements read again from memory)
-@pytest.mark.parametrize("rows,L", [(1, 640), (7, 640), (4, 256), (3, 1000), (16, 5376), (2, 1), (5, 7),
-                                    (2, 6001)])
+# 6001: longer than the registers hold (elements read again from memory). slices: workgroups per
+# row (None: the runtime's choice, Kernels.norm_slices -- one on a software device); forced
+# values split rows unevenly (1000 / 3, 6001 / 16) and past their length (7 / 16).
+@pytest.mark.parametrize("rows,L,slices", [(1, 640, None), (7, 640, None), (4, 256, None), (3, 1000, None),
+                                           (16, 5376, None), (2, 1, None), (5, 7, None), (2, 6001, None),
+                                           (1, 5376, 16), (3, 1000, 3), (2, 6001, 16), (5, 7, 16), (70, 1500, 2)])
 @pytest.mark.parametrize("mode", ["plain", "add", "add_norm"])
-def test_rmsnorm(device, kernels, rng, rows, L, mode):
+def test_rmsnorm(device, kernels, rng, rows, L, slices, mode, monkeypatch):
+    if slices is not None:
+        monkeypatch.setattr(kernels, "norm_slices", lambda rows, L: slices)
     x = (rng.standard_normal((rows, L)) * 300).astype(np.float32)   # the residual stream grows large
     w = (1 + rng.standard_normal(L) * 0.1).astype(np.float32)
     r = rng.standard_normal((rows, L)).astype(np.float32) * 1000

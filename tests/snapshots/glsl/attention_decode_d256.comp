@@ -28,8 +28,8 @@ shared float P[128];  // scores, then probabilities, [row][key]
 shared float red[128];
 shared float alpha_s[4];
 shared float S_part[512];   // [row][key][slice] partial scores
+shared bool last_s;                          // this workgroup is the last of its head's splits
 shared float l_s[4];
-shared bool last_s;
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;

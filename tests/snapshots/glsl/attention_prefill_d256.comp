@@ -13,10 +13,9 @@ layout(std430, set = 0, binding = 0) restrict readonly buffer B_q { vec4 q[]; };
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_kcache { vec4 kcache[]; };
 layout(std430, set = 0, binding = 2) restrict readonly buffer B_vcache { vec4 vcache[]; };
 layout(std430, set = 0, binding = 3) restrict writeonly buffer B_y { vec4 y[]; };
-layout(std430, set = 0, binding = 4) restrict coherent buffer B_part { vec4 part[]; };
-layout(std430, set = 0, binding = 4) coherent buffer B_part_ml { float part_ml[]; };
+layout(std430, set = 0, binding = 4) restrict buffer B_part { vec4 part[]; };
+layout(std430, set = 0, binding = 4) buffer B_part_ml { float part_ml[]; };
 layout(std430, set = 0, binding = 5) restrict readonly buffer B_ctrl { uint ctrl[]; };
-layout(std430, set = 0, binding = 6) restrict coherent buffer B_count { uint count[]; };
 layout(push_constant) uniform PushConstants { uint T; uint Hq; uint Hkv; uint C; uint window; float scale; uint splits; } pc;
 
 const float NEG = -1.0e30;      // score of a hidden key / max of no key: finite, so exp2 never sees inf - inf
@@ -26,7 +25,6 @@ shared float P[1024];  // scores, then probabilities, [row][key]
 shared float red[128];
 shared float alpha_s[32];
 shared float l_s[32];
-shared bool last_s;
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
@@ -50,9 +48,6 @@ void main() {
     const int chunk = ((max(a_hi - a_lo, 0) + S - 1) / S + 31) / 32 * 32;
     const int a_begin = a_lo + int(split) * chunk;
     const int a_end = min(a_hi, a_begin + chunk);
-    // splits that see a key: the rest of the grid (sized for the cache, not the position) has no work
-    const uint used = chunk > 0 ? uint((a_hi - a_lo + chunk - 1) / chunk) : 1u;
-    if (split >= used) return;
 
     // (1) score role: key column kj, rows rg + i * RG_S; each row's visible ages are [amin, amax)
     const uint kj = tid % 32u;
@@ -156,57 +151,26 @@ void main() {
     if (u == 0u) l_s[sr] = l_run;
     barrier();
     const uint rows_all = pc.T * pc.Hq;
-    if (used == 1u) {
-        for (uint i = 0u; i < 16u; i++) {
-            const uint r = ro + i * 2u;
-            const uint rr = r0 + r;
-            if (rr >= nrows) continue;
-            const uint row = (rr / G) * pc.Hq + hk * G + rr % G;     // t * Hq + h
+    // splits = 1: y; else this split's (m, l, unnormalized O) go to part[split] (empty splits too:
+    // l = 0) and the attention_merge pass combines them (a prefill tile has up to 32 rows: one
+    // workgroup per row combines them faster than the tile's last workgroup would)
+    for (uint i = 0u; i < 16u; i++) {
+        const uint r = ro + i * 2u;
+        const uint rr = r0 + r;
+        if (rr >= nrows) continue;
+        const uint row = (rr / G) * pc.Hq + hk * G + rr % G;     // t * Hq + h
+        if (pc.splits == 1u) {
             const float l = l_s[r];
             y[row * 64u + dv] = l > 0.0 ? acc[i] / l : vec4(0.0);
+        } else {
+            part[(split * rows_all + row) * 64u + dv] = acc[i];
         }
-        return;
     }
-    // Split: this tile's (m, l, unnormalized O) go to part[split]; the last of the tile's `used` splits
-    // to finish (a counter per tile and kv head) combines them in split order -- the same sums
-    // whichever finishes last -- writes y and resets the counter for the next dispatch.
-    for (uint i = 0u; i < 16u; i++) {
-        const uint rr = r0 + ro + i * 2u;
-        if (rr >= nrows) continue;
-        const uint row = (rr / G) * pc.Hq + hk * G + rr % G;
-        part[(split * rows_all + row) * 64u + dv] = acc[i];
-    }
-    const uint ml0 = pc.splits * rows_all * 256u;
-    if (u == 0u && r0 + sr < nrows) {
+    if (pc.splits > 1u && u == 0u && r0 + sr < nrows) {
         const uint rr = r0 + sr;
         const uint row = (rr / G) * pc.Hq + hk * G + rr % G;
-        part_ml[ml0 + (split * rows_all + row) * 2u] = m_run;
-        part_ml[ml0 + (split * rows_all + row) * 2u + 1u] = l_run;
+        const uint ml = pc.splits * rows_all * 256u + (split * rows_all + row) * 2u;
+        part_ml[ml] = m_run;
+        part_ml[ml + 1u] = l_run;
     }
-    memoryBarrierBuffer();
-    barrier();
-    const uint slot = gl_WorkGroupID.x * pc.Hkv + hk;
-    if (tid == 0u) last_s = atomicAdd(count[slot], 1u) == used - 1u;
-    barrier();
-    if (!last_s) return;
-    memoryBarrierBuffer();
-    for (uint i = 0u; i < 16u; i++) {
-        const uint rr = r0 + ro + i * 2u;
-        if (rr >= nrows) continue;
-        const uint row = (rr / G) * pc.Hq + hk * G + rr % G;
-        float M = NEG;
-        for (uint s = 0u; s < used; s++) M = max(M, part_ml[ml0 + (s * rows_all + row) * 2u]);
-        float L = 0.0;
-        vec4 o = vec4(0.0);
-        for (uint s = 0u; s < used; s++) {
-            const float l = part_ml[ml0 + (s * rows_all + row) * 2u + 1u];
-            if (l > 0.0) {
-                const float wgt = exp2(part_ml[ml0 + (s * rows_all + row) * 2u] - M);
-                L += l * wgt;
-                o += wgt * part[(s * rows_all + row) * 64u + dv];
-            }
-        }
-        y[row * 64u + dv] = L > 0.0 ? o / L : vec4(0.0);
-    }
-    if (tid == 0u) count[slot] = 0u;
 }

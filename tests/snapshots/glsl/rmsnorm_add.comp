@@ -10,13 +10,14 @@
 // thread, took 15.7 us per add_norm on the H200 that way).
 // A row longer than NPT * WG = 5632 reads the rest from memory again. Workgroup sum:
 // subgroupAdd, one shared slot per subgroup, subgroupAdd of the slots (any subgroup size): one
-// barrier per sum.
+// barrier per sum. pc.slices workgroups share a row (a decode step's single row would otherwise load
+// on one SM): each computes the row's sums in full, from L2 after the first, and writes its slice.
 layout(local_size_x = 512) in;
 layout(std430, set = 0, binding = 0) restrict readonly buffer B_x { float x[]; };
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_w { float w[]; };
 layout(std430, set = 0, binding = 2) restrict readonly buffer B_r { float r[]; };
 layout(std430, set = 0, binding = 3) restrict writeonly buffer B_y { float y[]; };
-layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; } pc;
+layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; uint slices; } pc;
 
 const uint WG = 512u;
 const uint NPT = 11u;   // elements a thread keeps in registers
@@ -34,8 +35,11 @@ float wg_sum(float v, uint k) {
 }
 
 void main() {
-    const uint row = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+    const uint wg = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+    const uint row = wg / pc.slices;
     if (row >= pc.rows) return;   // uniform per workgroup
+    const uint slice = wg % pc.slices;
+    const uint lo = slice * pc.L / pc.slices, hi = (slice + 1u) * pc.L / pc.slices;   // the elements it writes
     const uint tid = gl_LocalInvocationID.x;
     const uint base = row * pc.L;
     float v[NPT];
@@ -55,7 +59,7 @@ void main() {
         const uint i = tid + j * WG;
         const uint ic = min(i, pc.L - 1u);
         const float ri = r[base + ic], wi = w[ic];
-        if (i < pc.L) y[base + i] = ri + v[j] * inv * wi;
+        if (i >= lo && i < hi) y[base + i] = ri + v[j] * inv * wi;
     }
-    for (uint i = tid + NPT * WG; i < pc.L; i += WG) y[base + i] = r[base + i] + x[base + i] * inv * w[i];
+    for (uint i = tid + NPT * WG; i < pc.L; i += WG) if (i >= lo && i < hi) y[base + i] = r[base + i] + x[base + i] * inv * w[i];
 }

@@ -10,7 +10,8 @@
 // thread, took 15.7 us per add_norm on the H200 that way).
 // A row longer than NPT * WG = 5632 reads the rest from memory again. Workgroup sum:
 // subgroupAdd, one shared slot per subgroup, subgroupAdd of the slots (any subgroup size): one
-// barrier per sum.
+// barrier per sum. pc.slices workgroups share a row (a decode step's single row would otherwise load
+// on one SM): each computes the row's sums in full, from L2 after the first, and writes its slice.
 layout(local_size_x = 512) in;
 layout(std430, set = 0, binding = 0) restrict readonly buffer B_x { float x[]; };
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_w { float w[]; };
@@ -18,7 +19,7 @@ layout(std430, set = 0, binding = 2) restrict readonly buffer B_r { float r[]; }
 layout(std430, set = 0, binding = 3) restrict readonly buffer B_w2 { float w2[]; };
 layout(std430, set = 0, binding = 4) restrict writeonly buffer B_y { float y[]; };
 layout(std430, set = 0, binding = 5) restrict writeonly buffer B_z { float z[]; };
-layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; } pc;
+layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; uint slices; } pc;
 
 const uint WG = 512u;
 const uint NPT = 11u;   // elements a thread keeps in registers
@@ -36,8 +37,11 @@ float wg_sum(float v, uint k) {
 }
 
 void main() {
-    const uint row = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+    const uint wg = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+    const uint row = wg / pc.slices;
     if (row >= pc.rows) return;   // uniform per workgroup
+    const uint slice = wg % pc.slices;
+    const uint lo = slice * pc.L / pc.slices, hi = (slice + 1u) * pc.L / pc.slices;   // the elements it writes
     const uint tid = gl_LocalInvocationID.x;
     const uint base = row * pc.L;
     float v[NPT];
@@ -60,12 +64,12 @@ void main() {
         const uint ic = min(i, pc.L - 1u);
         const float ri = r[base + ic], wi = w[ic];
         v[j] = i < pc.L ? ri + v[j] * inv * wi : 0.0;
-        if (i < pc.L) y[base + i] = v[j];
+        if (i >= lo && i < hi) y[base + i] = v[j];
         ss2 += v[j] * v[j];
     }
     for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
         const float h = r[base + i] + x[base + i] * inv * w[i];
-        y[base + i] = h;
+        if (i >= lo && i < hi) y[base + i] = h;
         ss2 += h * h;
     }
     // z = norm(h) * w2 (y is write-only: h comes from registers, or is recomputed beyond them)
@@ -73,10 +77,10 @@ void main() {
     [[unroll]] for (uint j = 0u; j < NPT; j++) {
         const uint i = tid + j * WG;
         const float wi = w2[min(i, pc.L - 1u)];
-        if (i < pc.L) z[base + i] = v[j] * inv2 * wi;
+        if (i >= lo && i < hi) z[base + i] = v[j] * inv2 * wi;
     }
     for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
         const float h = r[base + i] + x[base + i] * inv * w[i];
-        z[base + i] = h * inv2 * w2[i];
+        if (i >= lo && i < hi) z[base + i] = h * inv2 * w2[i];
     }
 }
