@@ -62,8 +62,8 @@ class LinearOps:
             prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input=act or "plain")
             R = prog.artifact.values["rows_per_wg"] * prog.artifact.values.get("row_groups", 1)
             for p in W.parts:
-                rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y}, {"K": W.K, "rows": p.rows, "row0": p.row0},
-                             groups_2d(cdiv(p.rows, R)))
+                rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y},
+                             {"K": W.K, "rows": p.rows, "row0": p.row0, "eps": 0.0}, groups_2d(cdiv(p.rows, R)))
             return
         bucket = next(b for b in buckets if b >= T)
         prog = self.matmul_program(W.fmt, bucket, small=self.is_small(W))
@@ -83,6 +83,32 @@ class LinearOps:
             if splits > 1:
                 self._dispatch_1d(rec, self.program("split_sum"), {"part": part, "y": y},
                                   {"T": T, "rows": p.rows, "row0": p.row0, "ldy": W.N, "splits": splits}, T * p.rows)
+
+    def addnorm_fits(self, W: Weight) -> bool:
+        """Whether linear_addnorm takes W: a built matvec addnorm variant whose shared vector holds W.K."""
+        try:
+            prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="addnorm")
+        except GemforgeError:
+            return False
+        return W.K <= prog.artifact.values["norm_max_k"]
+
+    def linear_addnorm(self, rec: Recording, W: Weight, x, residual, w, w2, h, y, eps: float) -> None:
+        """Decode (one row): h = residual + rmsnorm(x) * w, then y = W @ (rmsnorm(h) * w2) -- the fused
+        residual add and the next input norm (rmsnorm add_norm) folded into the matrix-vector product,
+        one dispatch instead of two. Every workgroup computes the norms itself, so this is for small
+        hidden sizes only (W.K <= the variant's norm_max_k; addnorm_fits says)."""
+        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="addnorm")
+        kmax = prog.artifact.values["norm_max_k"]
+        if W.K > kmax:
+            raise GemforgeError(f"linear_addnorm '{W.name}': K = {W.K} exceeds the kernel's norm_max_k = {kmax}",
+                                "use k.rmsnorm(..., residual, w2, z) then k.linear for this size")
+        for name, b in (("x", x), ("residual", residual), ("w", w), ("w2", w2), ("h", h)):
+            _need(f"linear_addnorm '{W.name}' {name}", b, 4 * W.K, f"{name} must hold [{W.K}] fp32")
+        _need(f"linear_addnorm '{W.name}' y", y, 4 * W.N, f"y must hold [{W.N}] fp32")
+        R = prog.artifact.values["rows_per_wg"] * prog.artifact.values.get("row_groups", 1)
+        for p in W.parts:
+            rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y, "r": residual, "nw": w, "nw2": w2, "h": h},
+                         {"K": W.K, "rows": p.rows, "row0": p.row0, "eps": eps}, groups_2d(cdiv(p.rows, R)))
 
     # Split K so a product has at least SPLIT_K_GROUPS workgroups and no workgroup walks more than
     # SPLIT_K_MAX of K, never below SPLIT_K_MIN per split. On the H200 (gemforge bench --synthetic 27b

@@ -156,12 +156,34 @@ class Engine:
         """Every decoder layer for T rows: x (the residual stream) in, x out.
 
         Each sub-block's closing residual add is fused with the next sub-block's input norm
-        (rmsnorm add_norm), so xn always holds the normed input of what comes next."""
+        (rmsnorm add_norm), so xn always holds the normed input of what comes next. In decode of a
+        model whose hidden size the matvec addnorm variant holds (the 270M, 1B), that pair is folded
+        into the next matrix-vector product instead (Kernels.linear_addnorm): two dispatches fewer
+        per layer."""
         cfg, k = self.cfg, self.k
         H, D, Hq, Hkv = cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
+        fold = T == 1 and k.addnorm_fits(self.layers[0].wqkv) and k.addnorm_fits(self.layers[0].w_gate_up)
+        pending = None      # an add_norm (x, residual, w, w2, h) left for the next product to fold in
+
+        def add_norm(x, residual, w, w2, h):
+            nonlocal pending
+            if fold:
+                pending = (x, residual, w, w2, h)
+            else:
+                k.rmsnorm(rec, x, w, h, T, H, cfg.eps, residual=residual, w2=w2, z=self.xn)
+
+        def linear_xn(W, y):
+            """y = W @ xn, where xn is the pending add_norm's output when one is pending."""
+            nonlocal pending
+            if pending:
+                k.linear_addnorm(rec, W, *pending, y, cfg.eps)
+                pending = None
+            else:
+                k.linear(rec, W, self.xn, y, T)
+
         k.rmsnorm(rec, self.x, self.layers[0].attn_norm, self.xn, T, H, cfg.eps)
         for i, L in enumerate(self.layers):
-            k.linear(rec, L.wqkv, self.xn, self.qkv, T)
+            linear_xn(L.wqkv, self.qkv)
             # q_norm/k_norm per head, RoPE, and k, v into the cache: one dispatch
             k.qk_rope(rec, self.qkv, L.q_norm, L.k_norm, self.ctrl, self.qn, L.kcache, L.vcache, T, Hq, Hkv, D,
                       L.cache_len, cfg.eps, L.rope_base, L.rope_scale)
@@ -169,8 +191,8 @@ class Engine:
                         L.window, self.attn_scale)
             k.linear(rec, L.wo, self.attn, self.o, T)
             # h = x + post_attn_norm(o); xn = ffn_norm(h)
-            k.rmsnorm(rec, self.o, L.post_attn_norm, self.h, T, H, cfg.eps, residual=self.x, w2=L.ffn_norm, z=self.xn)
-            k.linear(rec, L.w_gate_up, self.xn, self.gu, T)
+            add_norm(self.o, self.x, L.post_attn_norm, L.ffn_norm, self.h)
+            linear_xn(L.w_gate_up, self.gu)
             if T == 1 and L.w_down.nbytes <= self.GEGLU_FUSE_MAX_BYTES:
                 # decode of a small model: the GeGLU folded into the down projection's matvec
                 k.linear(rec, L.w_down, self.gu, self.down, T, act="geglu")
@@ -179,8 +201,7 @@ class Engine:
                 k.linear(rec, L.w_down, self.act, self.down, T)
             # x = h + post_ffn_norm(down); xn = the next layer's attn_norm(x)
             if i + 1 < len(self.layers):
-                k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h,
-                          w2=self.layers[i + 1].attn_norm, z=self.xn)
+                add_norm(self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm, self.x)
             else:
                 k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h)
 

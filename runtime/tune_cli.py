@@ -161,8 +161,9 @@ def cmd_tune(args) -> int:
         bar.close()
         k.unpin(op, **axes)
         best_name, (best_t, best) = min(scores.items(), key=lambda kv: kv[1][0])
+        swept = spec.tuning.get("vulkan") or {}     # only what the sweep chose: other params keep the spec's
         params = {p: best.values[p] for p in k.manifest.artifacts[best_name].values
-                  if p not in best.axes}
+                  if p not in best.axes and p in swept}
         entries.setdefault(op, {})[default.name] = dict(params)   # a copy: no YAML anchors
         # siblings that differ only in their input (matvec_<format>_geglu) read the same weights in the
         # same order: they take the same parameters

@@ -50,7 +50,7 @@ layout(local_size_x = 32) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
 layout(std430, set = 0, binding = 2) restrict writeonly buffer B_y { float y[]; };
-layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; } pc;
+layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; float eps; } pc;
 
 const uint WG = 32u;
 const uint NG = 1u;
