@@ -147,6 +147,7 @@ class Engine:
     # gelu for its K, which costs more than the saved dispatch once the product is bound by the
     # GPU's arithmetic (H200, bench/linear_probe.py: 27B q8_0 down 70.6 us fused vs 42.8 us plain).
     GEGLU_FUSE_MAX_BYTES = 4 << 20
+    FOLD_NORMS = True       # decode: fold add_norm into the next product where it fits (bench --unfused-norms: A/B)
 
     def _row(self, b: Buffer, row: int, width: int, count: int = 1) -> View:
         """Rows [row, row + count) of a [*, width] fp32 buffer, as a bindable view."""
@@ -162,7 +163,8 @@ class Engine:
         per layer."""
         cfg, k = self.cfg, self.k
         H, D, Hq, Hkv = cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
-        fold = T == 1 and k.addnorm_fits(self.layers[0].wqkv) and k.addnorm_fits(self.layers[0].w_gate_up)
+        fold = (T == 1 and self.FOLD_NORMS and k.addnorm_fits(self.layers[0].wqkv)
+                and k.addnorm_fits(self.layers[0].w_gate_up))
         pending = None      # an add_norm (x, residual, w, w2, h) left for the next product to fold in
 
         def add_norm(x, residual, w, w2, h):

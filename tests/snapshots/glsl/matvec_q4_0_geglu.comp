@@ -102,19 +102,21 @@ void main() {
     const uint Kp = w_kp(pc.K);
     const uint nfull = pc.K / WE;               // chunks whose x lies wholly inside K
     const uint nchunk = (pc.K + WE - 1u) / WE;  // and a partial one when K % WE != 0
-    uint r[R];                                  // the last group's extra rows re-read row rows-1
+    uint rw[R];                                 // the last group's extra rows re-read row rows-1
     float acc[R];
     [[unroll]] for (uint i = 0u; i < R; i++) {
-        r[i] = min(n0 + i, pc.rows - 1u);
+        rw[i] = min(n0 + i, pc.rows - 1u);
         acc[i] = 0.0;
     }
     const bool up_vec4 = (pc.K & 3u) == 0u;     // up (x[K ..]) starts on a vec4: read it as vec4s
     const uint up4 = pc.K / 4u;
+    uvec4 qs[U][R];
     for (uint c0 = lt; c0 < nchunk; c0 += GT * U) {
-        uvec4 qs[U][R];
-        [[unroll]] for (uint u = 0u; u < U; u++) {
-            const uint cu = min(c0 + u * GT, nchunk - 1u);     // past the end: a valid chunk, not used
-            [[unroll]] for (uint i = 0u; i < R; i++) qs[u][i] = w[w_chunk(r[i], cu, Kp)];
+        {
+            [[unroll]] for (uint u = 0u; u < U; u++) {
+                const uint cu = min(c0 + u * GT, nchunk - 1u);     // past the end: a valid chunk, not used
+                [[unroll]] for (uint i = 0u; i < R; i++) qs[u][i] = w[w_chunk(rw[i], cu, Kp)];
+            }
         }
         [[unroll]] for (uint u = 0u; u < U; u++) {
             const uint c = c0 + u * GT;
@@ -144,7 +146,7 @@ void main() {
             // x pre-scaled by the powers of two that w_dot's in-place decode leaves on each element
             [[unroll]] for (uint j = 0u; j < XV; j++) xv[j] *= XSCALE;
             [[unroll]] for (uint i = 0u; i < R; i++) {
-                acc[i] += w_dot(qs[u][i], xv) * w_scale(r[i], c, pc.rows, Kp);
+                acc[i] += w_dot(qs[u][i], xv) * w_scale(rw[i], c, pc.rows, Kp);
             }
         }
     }

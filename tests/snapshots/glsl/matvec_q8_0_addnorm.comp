@@ -105,6 +105,21 @@ void main() {
     const uint wg0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * NG * R;
     if (wg0 >= pc.rows) return;                 // uniform per workgroup (2-D grid rounding)
     const uint n0 = wg0 + g * R;                // may be >= rows in the last workgroup: computes row rows-1
+    const uint Kp = w_kp(pc.K);
+    const uint nfull = pc.K / WE;               // chunks whose x lies wholly inside K
+    const uint nchunk = (pc.K + WE - 1u) / WE;  // and a partial one when K % WE != 0
+    uint rw[R];                                 // the last group's extra rows re-read row rows-1
+    float acc[R];
+    [[unroll]] for (uint i = 0u; i < R; i++) {
+        rw[i] = min(n0 + i, pc.rows - 1u);
+        acc[i] = 0.0;
+    }
+    uvec4 qs[U][R];
+    // the first trip's weights are requested before the norms, so their latency overlaps them
+    [[unroll]] for (uint u = 0u; u < U; u++) {
+        const uint cu = min(lt + u * GT, nchunk - 1u);
+        [[unroll]] for (uint i = 0u; i < R; i++) qs[u][i] = w[w_chunk(rw[i], cu, Kp)];
+    }
     {   // h and the vector, every load issued at once (indices clamped, values zeroed past K)
         float v[NK];
         float ss = 0.0;
@@ -132,20 +147,12 @@ void main() {
         }
         barrier();
     }
-    const uint Kp = w_kp(pc.K);
-    const uint nfull = pc.K / WE;               // chunks whose x lies wholly inside K
-    const uint nchunk = (pc.K + WE - 1u) / WE;  // and a partial one when K % WE != 0
-    uint r[R];                                  // the last group's extra rows re-read row rows-1
-    float acc[R];
-    [[unroll]] for (uint i = 0u; i < R; i++) {
-        r[i] = min(n0 + i, pc.rows - 1u);
-        acc[i] = 0.0;
-    }
     for (uint c0 = lt; c0 < nchunk; c0 += GT * U) {
-        uvec4 qs[U][R];
-        [[unroll]] for (uint u = 0u; u < U; u++) {
-            const uint cu = min(c0 + u * GT, nchunk - 1u);     // past the end: a valid chunk, not used
-            [[unroll]] for (uint i = 0u; i < R; i++) qs[u][i] = w[w_chunk(r[i], cu, Kp)];
+        if (c0 != lt) {                         // later trips (the first one's loads are in flight)
+            [[unroll]] for (uint u = 0u; u < U; u++) {
+                const uint cu = min(c0 + u * GT, nchunk - 1u);     // past the end: a valid chunk, not used
+                [[unroll]] for (uint i = 0u; i < R; i++) qs[u][i] = w[w_chunk(rw[i], cu, Kp)];
+            }
         }
         [[unroll]] for (uint u = 0u; u < U; u++) {
             const uint c = c0 + u * GT;
@@ -166,7 +173,7 @@ void main() {
             // x pre-scaled by the powers of two that w_dot's in-place decode leaves on each element
             [[unroll]] for (uint j = 0u; j < XV; j++) xv[j] *= XSCALE;
             [[unroll]] for (uint i = 0u; i < R; i++) {
-                acc[i] += w_dot(qs[u][i], xv) * w_scale(r[i], c, pc.rows, Kp);
+                acc[i] += w_dot(qs[u][i], xv) * w_scale(rw[i], c, pc.rows, Kp);
             }
         }
     }
