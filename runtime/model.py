@@ -73,9 +73,11 @@ class Stats:
 class Engine:
     """The model's weights, activations and KV cache on one device, and the recorded steps."""
 
-    # Weight matrices go to the device in row parts of at most this many bytes. On the H200 a 1.5 GB
-    # output head in one buffer ran its matrix-vector product at 0.7-0.8 TB/s and in 256 MiB parts at
-    # 3.4 TB/s (bench/linear_probe.py --only head [--part-mb 256]); the extra dispatches cost ~6 us each.
+    # Weight matrices go to the device in row parts of at most this many bytes. On the H200 one
+    # bench/linear_probe.py run timed the 27B q8_0 output head (1.5 GB) at 3.4 TB/s in 256 MiB parts
+    # against 0.7-0.8 TB/s in one buffer, but other runs were slow either way, and in `gemforge bench`
+    # the 27B q8_0 decode moved only from 74.4 to 75.7 tok/s (two device calls): kept, as harmless
+    # (a dispatch per part, ~6 us), not as a proven gain. `gemforge bench --weight-part-mb` for A/B.
     WEIGHT_PART_BYTES = 256 << 20
 
     def __init__(self, device: Device, kernels: Kernels, store, context: int, progress=None,
@@ -147,7 +149,7 @@ class Engine:
     # gelu for its K, which costs more than the saved dispatch once the product is bound by the
     # GPU's arithmetic (H200, bench/linear_probe.py: 27B q8_0 down 70.6 us fused vs 42.8 us plain).
     GEGLU_FUSE_MAX_BYTES = 4 << 20
-    FOLD_NORMS = True       # decode: fold add_norm into the next product where it fits (bench --unfused-norms: A/B)
+    FOLD_NORMS = True       # decode: fold add_norm into the next product where it pays (bench --unfused-norms: A/B)
 
     def _row(self, b: Buffer, row: int, width: int, count: int = 1) -> View:
         """Rows [row, row + count) of a [*, width] fp32 buffer, as a bindable view."""
@@ -158,13 +160,14 @@ class Engine:
 
         Each sub-block's closing residual add is fused with the next sub-block's input norm
         (rmsnorm add_norm), so xn always holds the normed input of what comes next. In decode of a
-        model whose hidden size the matvec addnorm variant holds (the 270M, 1B), that pair is folded
-        into the next matrix-vector product instead (Kernels.linear_addnorm): two dispatches fewer
-        per layer."""
+        model whose products are all small (the 270M), that pair is folded into the next
+        matrix-vector product instead (Kernels.linear_addnorm): two dispatches fewer per layer."""
         cfg, k = self.cfg, self.k
         H, D, Hq, Hkv = cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
-        fold = (T == 1 and self.FOLD_NORMS and k.addnorm_fits(self.layers[0].wqkv)
-                and k.addnorm_fits(self.layers[0].w_gate_up))
+        # only where both products are small: every workgroup recomputes the norms, which a large
+        # product's many workgroups pay for (H200, 1B: decode 382 tok/s folded, 463 not; 270M: 849 vs 803)
+        fold = T == 1 and self.FOLD_NORMS and all(k.addnorm_fits(W) and k.is_small(W)
+                                                  for W in (self.layers[0].wqkv, self.layers[0].w_gate_up))
         pending = None      # an add_norm (x, residual, w, w2, h) left for the next product to fold in
 
         def add_norm(x, residual, w, w2, h):
