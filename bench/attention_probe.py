@@ -11,7 +11,6 @@ for the shape (Kernels.attention with splits=None), so the merge pass is timed w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from gemforge.runtime.config import model_config
 from gemforge.runtime.kernels import Kernels
 from gemforge.runtime.vulkan import Device
+from probe_io import write_rows
 
 
 def main() -> int:
@@ -71,9 +71,7 @@ def main() -> int:
             print(f"{model:5s} {art.name:70s} global {res['global']:7.2f} us  local {res['local']:7.2f} us  "
                   f"per token {rows[-1]['us_per_token']:8.1f} us", file=sys.stderr)
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"device": dev.info.describe(), "command": " ".join(["bench/attention_probe.py"] + sys.argv[1:]),
-                       "rows": rows}, f, indent=1)
+        write_rows(a.out, dev, rows)
     dev.close()
     return 0
 

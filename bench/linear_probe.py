@@ -9,7 +9,6 @@ GPU timestamps over --reps back-to-back dispatches, after a warm-up submit; prin
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
@@ -19,6 +18,7 @@ from gemforge.runtime.kernels import Kernels, upload_packed_weight
 from gemforge.runtime.synthetic import random_packed
 from gemforge.runtime.tune_cli import matvec_shapes
 from gemforge.runtime.vulkan import Device
+from probe_io import write_rows
 
 
 def _warm(dev, k, rng, seconds: float) -> None:
@@ -102,8 +102,7 @@ def main() -> int:
             for p in W.parts:
                 p.buffer.destroy()
     if a.out:
-        open(a.out, "w").write(json.dumps({"device": dev.info.describe(), "command": " ".join(sys.argv),
-                                           "rows": rows}, indent=1))
+        write_rows(a.out, dev, rows)
     return 0
 
 

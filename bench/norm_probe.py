@@ -7,13 +7,13 @@ GPU time per call from timestamps over --reps back-to-back dispatches, after a w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
 
 from gemforge.runtime.kernels import Kernels
 from gemforge.runtime.vulkan import Device
+from probe_io import write_rows
 
 
 def main() -> int:
@@ -42,9 +42,7 @@ def main() -> int:
             rows.append({"L": L, "slices": k.norm_slices(1, L), "us": round(1e6 * t, 2)})
             print(f"add_norm L={L:5d} slices={rows[-1]['slices']:2d}: {1e6 * t:7.2f} us", file=sys.stderr)
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"device": dev.info.describe(), "command": " ".join(["bench/norm_probe.py"] + sys.argv[1:]),
-                       "rows": rows}, f, indent=1)
+        write_rows(a.out, dev, rows)
     dev.close()
     return 0
 

@@ -26,8 +26,9 @@ class AttentionOps:
     SPLIT_TARGET_GROUPS = 256   # attention workgroups aimed for when splitting keys (a large GPU, twice over)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _scratch(self, kind: str, nbytes: int) -> Buffer:
-        """A device buffer of at least ``nbytes`` for ``kind``, grown by powers of two.
+    def _scratch(self, kind: str, nbytes: int, zeroed: bool = False) -> Buffer:
+        """A device buffer of at least ``nbytes`` for ``kind``, grown by powers of two (``zeroed``: made
+        of zeros, for users that leave it zero again, like split attention's arrival counters).
 
         A replaced buffer stays alive: recordings made earlier still bind it."""
         key = ("scratch", kind)
@@ -36,7 +37,8 @@ class AttentionOps:
             if buf is not None:
                 self._cache.setdefault(("scratch-retired",), []).append(buf)
             size = max(nbytes, min(max(4096, 1 << (nbytes - 1).bit_length()), self.device.info.max_buffer_bytes))
-            buf = self._cache[key] = self.device.buffer(size, f"{kind} scratch")
+            buf = self._cache[key] = (self.device.upload(np.zeros(size // 4, np.uint32), f"{kind} scratch")
+                                      if zeroed else self.device.buffer(size, f"{kind} scratch"))
         return buf
 
     def _check(self, op: str, what: str, buf, need: int) -> None:
@@ -112,25 +114,13 @@ class AttentionOps:
         push = {"T": T, "Hq": Hq, "Hkv": Hkv, "C": C, "window": window, "scale": float(scale) * LOG2E,
                 "splits": splits}
         bufs = {"q": q, "kcache": kcache, "vcache": vcache, "y": out, "part": part, "ctrl": ctrl}
-        if mode == "decode":     # the last split of each head combines the partials (no merge pass)
-            bufs["count"] = self._counters(tiles * Hkv)
+        if mode == "decode":     # the last split of each head combines the partials (no merge pass); it
+            bufs["count"] = self._scratch("attention counters", 4 * tiles * Hkv, zeroed=True)  # re-zeroes its counter
         rec.dispatch(prog, bufs, push, (tiles, Hkv, splits))
         if mode == "prefill" and splits > 1:
             merge = self.program("attention_merge", head_dim=D)
             rec.dispatch(merge, {"part": part, "y": out}, {"rows": T * Hq, "splits": splits},
                          groups_2d(T * Hq))
-
-    def _counters(self, n: int) -> Buffer:
-        """At least ``n`` uint32 zeros on the device: the arrival counters of split attention, which the
-        last workgroup of each tile sets back to zero (so one buffer serves every dispatch)."""
-        key = ("counters",)
-        buf = self._cache.get(key)
-        if buf is None or buf.nbytes < 4 * n:
-            if buf is not None:
-                self._cache.setdefault(("scratch-retired",), []).append(buf)
-            size = max(1024, 1 << (n - 1).bit_length())
-            buf = self._cache[key] = self.device.upload(np.zeros(size, np.uint32), "attention counters")
-        return buf
 
     # -- elementwise ------------------------------------------------------------------------
     def geglu(self, rec: Recording, gu, out, T: int, F: int) -> None:

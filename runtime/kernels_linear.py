@@ -59,11 +59,7 @@ class LinearOps:
         if T == 1:
             if act:
                 _need(f"linear '{W.name}' x", x, 4 * 2 * W.K, f"x must hold [{2 * W.K}] fp32 (gate, then up) for act={act!r}")
-            prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input=act or "plain")
-            R = prog.artifact.values["rows_per_wg"] * prog.artifact.values.get("row_groups", 1)
-            for p in W.parts:
-                rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y},
-                             {"K": W.K, "rows": p.rows, "row0": p.row0, "eps": 0.0}, groups_2d(cdiv(p.rows, R)))
+            self._matvec(rec, W, act or "plain", {"x": x, "y": y})
             return
         bucket = next(b for b in buckets if b >= T)
         prog = self.matmul_program(W.fmt, bucket, small=self.is_small(W))
@@ -83,6 +79,14 @@ class LinearOps:
             if splits > 1:
                 self._dispatch_1d(rec, self.program("split_sum"), {"part": part, "y": y},
                                   {"T": T, "rows": p.rows, "row0": p.row0, "ldy": W.N, "splits": splits}, T * p.rows)
+
+    def _matvec(self, rec: Recording, W: Weight, input: str, bufs: dict, eps: float = 0.0) -> None:
+        """One matvec dispatch per part of W (the variant of ``input``), ``bufs`` besides the weight."""
+        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input=input)
+        R = prog.artifact.values["rows_per_wg"] * prog.artifact.values["row_groups"]
+        for p in W.parts:
+            rec.dispatch(prog, {"w": p.buffer, **bufs}, {"K": W.K, "rows": p.rows, "row0": p.row0, "eps": eps},
+                         groups_2d(cdiv(p.rows, R)))
 
     def addnorm_fits(self, W: Weight) -> bool:
         """Whether linear_addnorm takes W: a built matvec addnorm variant whose shared vector holds W.K."""
@@ -105,10 +109,7 @@ class LinearOps:
         for name, b in (("x", x), ("residual", residual), ("w", w), ("w2", w2), ("h", h)):
             _need(f"linear_addnorm '{W.name}' {name}", b, 4 * W.K, f"{name} must hold [{W.K}] fp32")
         _need(f"linear_addnorm '{W.name}' y", y, 4 * W.N, f"y must hold [{W.N}] fp32")
-        R = prog.artifact.values["rows_per_wg"] * prog.artifact.values.get("row_groups", 1)
-        for p in W.parts:
-            rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y, "r": residual, "nw": w, "nw2": w2, "h": h},
-                         {"K": W.K, "rows": p.rows, "row0": p.row0, "eps": eps}, groups_2d(cdiv(p.rows, R)))
+        self._matvec(rec, W, "addnorm", {"x": x, "y": y, "r": residual, "nw": w, "nw2": w2, "h": h}, eps)
 
     # Split K so a product has at least SPLIT_K_GROUPS workgroups and no workgroup walks more than
     # SPLIT_K_MAX of K, never below SPLIT_K_MIN per split. On the H200 (gemforge bench --synthetic 27b
@@ -167,7 +168,10 @@ class LinearOps:
     SMALL_ELEMENTS = 4 << 20
 
     def is_small(self, W: Weight) -> bool:
-        return W.N * W.K <= self.SMALL_ELEMENTS
+        return self.small_shape(W.N, W.K)
+
+    def small_shape(self, N: int, K: int) -> bool:
+        return N * K <= self.SMALL_ELEMENTS
 
     # -- embedding ------------------------------------------------------------------------------
     def embed(self, rec: Recording, table: Weight, ids, out, T: int, scale: float) -> None:

@@ -15,6 +15,7 @@ result is a bug and stops the sweep.
 """
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -110,14 +111,13 @@ def cmd_tune(args) -> int:
     doc = yaml.safe_load(text) if text else None
     doc = doc or {}
     # the file's leading comment (where its numbers come from) survives the rewrite
-    header = "".join(line + "\n" for line in text.splitlines()[:next(
-        (i for i, line in enumerate(text.splitlines()) if not line.startswith("#")), len(text.splitlines()))])
+    header = "".join(line + "\n" for line in itertools.takewhile(lambda s: s.startswith("#"), text.splitlines()))
     entries = doc.setdefault("entries", {})
     results = doc.setdefault("measured", {})
     models = [model_config(m) for m in args.model.split(",")]
     shapes = [s for cfg in models for s in matvec_shapes(cfg)]
     if args.size_class != "all":   # the products the file will serve (Kernels.is_small)
-        shapes = [s for s in shapes if (s[0] * s[1] <= k.SMALL_ELEMENTS) == (args.size_class == "small")]
+        shapes = [s for s in shapes if k.small_shape(s[0], s[1]) == (args.size_class == "small")]
     if T > 1:   # prefill: the output head runs for the last row only, so it is not a matmul shape
         shapes = [s for s in shapes if s[0] not in {cfg.vocab for cfg in models}]
     if not shapes:

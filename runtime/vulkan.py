@@ -413,17 +413,13 @@ class Recording:
         """Make all earlier shader and transfer writes visible to later shaders and transfers.
         ``compute_only``: between two dispatches, only shader writes to shader reads and writes
         (no transfer stage to wait for or make visible)."""
-        if compute_only:
-            mb = vk.VkMemoryBarrier(sType=vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                                    srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT,
-                                    dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT)
-            stages = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
-        else:
-            mb = vk.VkMemoryBarrier(sType=vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                                    srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT,
-                                    dstAccessMask=(vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT
-                                                   | vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT))
-            stages = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT
+        src, dst = vk.VK_ACCESS_SHADER_WRITE_BIT, vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT
+        stages = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
+        if not compute_only:
+            src |= vk.VK_ACCESS_TRANSFER_WRITE_BIT
+            dst |= vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT
+            stages |= vk.VK_PIPELINE_STAGE_TRANSFER_BIT
+        mb = vk.VkMemoryBarrier(sType=vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER, srcAccessMask=src, dstAccessMask=dst)
         vk.vkCmdPipelineBarrier(self.cmd, stages, stages, 0, 1, [mb], 0, None, 0, None)
 
     def dispatch(self, program: Program, buffers: Mapping[str, Buffer | View], push: Mapping[str, float | int],

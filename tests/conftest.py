@@ -70,17 +70,33 @@ def candidate_kernels(device, tmp_dir, op: str, filters: list[dict], also: tuple
     """Kernels over a build holding tuning candidates of ``op`` (gen.build.candidates filters): built
     into ``tmp_dir`` where glslc is, else the carried build (which holds them when it was made with
     `gemforge kernels --tune-candidates ...`). ``also``: ops the calls need besides (built with their
-    defaults). Tests look their candidates up and skip those absent."""
+    defaults). Tests look their candidates up with ``candidate``."""
     import shutil
 
     from gemforge.gen import manifest as mf
     from gemforge.runtime import paths
     from gemforge.runtime.kernels import Kernels
-    if shutil.which("glslc") is not None:
+    built_here = shutil.which("glslc") is not None
+    if built_here:
         from gemforge.gen.build import build
         build(tmp_dir, ops={op, *also}, tune_ops={op: [{k: str(v) for k, v in f.items()} for f in filters]},
               log=lambda s: None)
         bd = tmp_dir
     else:
         bd = paths.build_dir()
-    return Kernels(device, bd, mf.load(bd))
+    k = Kernels(device, bd, mf.load(bd))
+    k.candidates_built_here = built_here
+    return k
+
+
+def candidate(kernels, name: str, how: str):
+    """The artifact ``name`` of a ``candidate_kernels`` build. Missing from a build made here, it is a
+    failure (the spec no longer admits that point); missing from a carried build, a skip saying how to
+    build it (``how``: the --tune-candidates filter)."""
+    art = kernels.manifest.artifacts.get(name)
+    if art is None:
+        if kernels.candidates_built_here:
+            pytest.fail(f"{name} was not built: its spec's constraints now reject this point")
+        pytest.skip(f"{name} is not in the carried build (no glslc here; build it with "
+                    f"`gemforge kernels --tune-candidates {how}` and carry build/)")
+    return art

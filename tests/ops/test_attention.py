@@ -17,7 +17,7 @@ from gemforge.runtime import paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
 from gemforge.gen.build import candidate_key
-from tests.conftest import assert_close, candidate_kernels
+from tests.conftest import assert_close, candidate, candidate_kernels
 
 TOL = load_spec(paths.configs_dir() / "ops" / "attention.yaml").tolerance["f32"]
 SENTINEL = np.float32(-7.25e9)
@@ -97,13 +97,9 @@ def decode_layout_kernels(device, tmp_path_factory):
 def test_decode_layouts(device, decode_layout_kernels, rng, D, wg, keys):
     """Every decode layout, single pass and split, global and windowed, against numpy."""
     k = decode_layout_kernels
-    space = k.manifest.artifacts
     name = f"attention_decode_d{D}@" + candidate_key({"wg_size": wg, "decode_keys": keys, "prefill_rows": 32,
                                                       "prefill_keys": 32})
-    if name not in space:
-        pytest.skip(f"{name} is not in the build (no glslc here; build it with "
-                    f"`gemforge kernels --tune-candidates attention:mode=decode,...` and carry build/)")
-    k.pin(space[name])
+    k.pin(candidate(k, name, "attention:mode=decode,prefill_rows=32,prefill_keys=32"))
     try:
         for C, window, pos0, splits in ((400, 0, 300, 1), (400, 0, 300, 7), (700, 512, 1500, 3)):
             check(device, k, rng, 1, 4, 2, D, C, window, pos0, splits=splits, qscale=3.0)

@@ -4,8 +4,9 @@ memory), with rows per group both below and above the threads per group.
 
 Which reduction path a layout takes depends on the device's subgroup size (8 on lavapipe, 32 on
 NVIDIA), so the list spans 4 to 128 threads per group. The layouts are tuning candidates: built
-into a temporary directory where glslc is, else taken from the carried build when it holds them
-(`gemforge kernels --tune-candidates matvec:...`), else skipped with that reason.
+into a temporary directory where glslc is (a layout the spec no longer admits then fails), else
+taken from the carried build when it holds them (`gemforge kernels --tune-candidates matvec:...`),
+else skipped with that reason.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from gemforge.gen.spec import load_spec
 from gemforge.runtime import formats, paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.kernels import upload_weight
-from tests.conftest import assert_close, candidate_kernels
+from tests.conftest import assert_close, candidate, candidate_kernels
 
 TOL = load_spec(paths.configs_dir() / "ops" / "matvec.yaml").tolerance
 SENTINEL = np.float32(-7.25e9)
@@ -49,11 +50,7 @@ def layout_kernels(device, tmp_path_factory):
 @pytest.mark.parametrize("fmt", formats.FORMATS)
 def test_matvec_layout(device, layout_kernels, rng, fmt, layout):
     name = f"matvec_{fmt}@{candidate_key(overrides(layout))}"
-    art = layout_kernels.manifest.artifacts.get(name)
-    if art is None:
-        pytest.skip(f"{name} is not in the build (no glslc here; build it with "
-                    f"`gemforge kernels --tune-candidates matvec:format={fmt},input=plain,...` and carry build/)")
-    layout_kernels.pin(art)
+    layout_kernels.pin(candidate(layout_kernels, name, f"matvec:format={fmt},input=plain,..."))
     try:
         # K: a partial chunk for every format; N: not a multiple of any workgroup's rows (the last
         # group of the last workgroup computes rows past N, which must not be written)

@@ -53,15 +53,17 @@ const uint U = 1u;
 shared float red[R][WG];   // one partial per subgroup and row; WG slots fit any subgroup size
 const uint NK = 36u;   // elements of the norms per thread
 shared vec4 zs[288];                          // the product's vector
-shared float nred[2][WG];
+shared float wg_partial[2][WG];   // one slot per subgroup and sum: WG slots fit any subgroup size
 
-// the workgroup's sum of v (every thread calls it; sum k has its own slots)
+// sum over the workgroup of every thread's v (all threads must call it), the same value in every
+// thread: subgroupAdd, one shared slot per subgroup, subgroupAdd of the slots (one barrier); sum k
+// uses its own slots, so no barrier is needed before a second sum
 float wg_sum(float v, uint k) {
     v = subgroupAdd(v);
-    if (subgroupElect()) nred[k][gl_SubgroupID] = v;
+    if (subgroupElect()) wg_partial[k][gl_SubgroupID] = v;
     barrier();
     float t = 0.0;
-    for (uint s = gl_SubgroupInvocationID; s < gl_NumSubgroups; s += gl_SubgroupSize) t += nred[k][s];
+    for (uint g = gl_SubgroupInvocationID; g < gl_NumSubgroups; g += gl_SubgroupSize) t += wg_partial[k][g];
     return subgroupAdd(t);
 }
 

@@ -8,9 +8,8 @@
 // Those loads are unconditional (index clamped to the row, the value zeroed past it), so all NPT of
 // them are in flight at once: a load behind a loop exit waits for the one before (a 27B row, 11 per
 // thread, took 15.7 us per add_norm on the H200 that way).
-// A row longer than NPT * WG = 5632 reads the rest from memory again. Workgroup sum:
-// subgroupAdd, one shared slot per subgroup, subgroupAdd of the slots (any subgroup size): one
-// barrier per sum. pc.slices workgroups share a row (a decode step's single row would otherwise load
+// A row longer than NPT * WG = 5632 reads the rest from memory again. Workgroup sums:
+// wg_sum.glsl.j2 (one barrier per sum). pc.slices workgroups share a row (a decode step's single row would otherwise load
 // on one SM): each computes the row's sums in full, from L2 after the first, and writes its slice.
 layout(local_size_x = 512) in;
 layout(std430, set = 0, binding = 0) restrict readonly buffer B_x { float x[]; };
@@ -20,16 +19,17 @@ layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; uint
 
 const uint WG = 512u;
 const uint NPT = 11u;   // elements a thread keeps in registers
-shared float partial[1][WG];   // one slot per subgroup and sum: WG slots fit any subgroup size
+shared float wg_partial[1][WG];   // one slot per subgroup and sum: WG slots fit any subgroup size
 
 // sum over the workgroup of every thread's v (all threads must call it), the same value in every
-// thread; sum k uses its own slots, so no barrier is needed before a second sum
+// thread: subgroupAdd, one shared slot per subgroup, subgroupAdd of the slots (one barrier); sum k
+// uses its own slots, so no barrier is needed before a second sum
 float wg_sum(float v, uint k) {
     v = subgroupAdd(v);
-    if (subgroupElect()) partial[k][gl_SubgroupID] = v;
+    if (subgroupElect()) wg_partial[k][gl_SubgroupID] = v;
     barrier();
     float t = 0.0;
-    for (uint g = gl_SubgroupInvocationID; g < gl_NumSubgroups; g += gl_SubgroupSize) t += partial[k][g];
+    for (uint g = gl_SubgroupInvocationID; g < gl_NumSubgroups; g += gl_SubgroupSize) t += wg_partial[k][g];
     return subgroupAdd(t);
 }
 
