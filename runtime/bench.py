@@ -62,7 +62,8 @@ def _profile(rec) -> dict[str, float]:
 
 
 def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
-          require_hardware=False, portable_matmul=False, part_bytes=None, fold_norms=True, log=print) -> dict:
+          require_hardware=False, portable_matmul=False, part_bytes=None, norms="auto", geglu="auto",
+          log=print) -> dict:
     from .kernels import Kernels
     from .model import Engine
     from .paths import cache_dir
@@ -73,11 +74,11 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     cfg = store.config
     t0 = time.perf_counter()
     engine = Engine(dev, kern, store, context=prompt_tokens + gen_tokens + 8, part_bytes=part_bytes)
-    engine.FOLD_NORMS = fold_norms
+    folds = engine.set_folds(norms, geglu)
     load_s = time.perf_counter() - t0
     matmul = kern.prefill_matmul(store.fmt)
     log(f"bench: {cfg.name} {store.fmt} on {dev.info.describe()}; weights uploaded in {load_s:.1f} s; "
-        f"prefill: {matmul}")
+        f"prefill: {matmul}; decode folds: norms {folds[0]}, geglu {folds[1]}")
     rng = np.random.default_rng(0)
     prompt = [cfg.bos_id] + rng.integers(3, cfg.vocab, prompt_tokens - 1).tolist()
 
@@ -141,7 +142,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
         "profile_prefill_chunk_ms": {k: 1e3 * v for k, v in prefill_prof.items()},
         "dispatches_per_decode_step": len(engine._step(1, "argmax").names),
         "weight_part_bytes": part_bytes or Engine.WEIGHT_PART_BYTES,
-        "fold_norms": fold_norms,
+        "decode_norms": folds[0], "decode_geglu": folds[1],
         "prefill_matmul": matmul,
         "git": _git_rev(), "command": " ".join(["gemforge"] + sys.argv[1:]),
     }
@@ -174,7 +175,7 @@ def cmd_bench(args) -> int:
                              warmup_s=args.warmup_s, device_index=args.device, require_hardware=args.require_hardware,
                              portable_matmul=args.portable_matmul,
                              part_bytes=args.weight_part_mb << 20 if args.weight_part_mb else None,
-                             fold_norms=not args.unfused_norms,
+                             norms=args.norms, geglu=args.geglu,
                              log=lambda s: print(s, file=sys.stderr)))
         r = results[-1]
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["profile_decode_ms"].items())[:6])
@@ -201,8 +202,12 @@ def _setup(p):
     p.add_argument("--require-hardware", action="store_true")
     p.add_argument("--portable-matmul", action="store_true",
                    help="prefill on the portable matmul even where the cooperative-matrix one runs (A/B)")
-    p.add_argument("--unfused-norms", action="store_true",
-                   help="decode: keep every add_norm a dispatch of its own (A/B of the matvec addnorm folding)")
+    p.add_argument("--norms", choices=["auto", "before", "after", "separate"], default="auto",
+                   help="decode: each residual add + norm folded into the next product ('before'), the product "
+                        "before it ('after'), or a dispatch of its own ('separate'); A/B runs (default auto)")
+    p.add_argument("--geglu", choices=["auto", "before", "after", "separate"], default="auto",
+                   help="decode: the GeGLU folded into the down product ('before'), the gate/up product ('after'), "
+                        "or a dispatch of its own ('separate'); A/B runs (default auto)")
     p.add_argument("--weight-part-mb", type=int, default=None,
                    help="upload weights in row parts of at most this many MiB (default: Engine.WEIGHT_PART_BYTES; "
                         "A/B runs of the part size)")

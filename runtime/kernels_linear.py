@@ -80,18 +80,23 @@ class LinearOps:
                 self._dispatch_1d(rec, self.program("split_sum"), {"part": part, "y": y},
                                   {"T": T, "rows": p.rows, "row0": p.row0, "ldy": W.N, "splits": splits}, T * p.rows)
 
-    def _matvec(self, rec: Recording, W: Weight, input: str, bufs: dict, eps: float = 0.0) -> None:
-        """One matvec dispatch per part of W (the variant of ``input``), ``bufs`` besides the weight."""
-        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input=input)
+    def _matvec(self, rec: Recording, W: Weight, input: str, bufs: dict, eps: float = 0.0, out: str = "plain") -> None:
+        """One matvec dispatch per part of W (the variant of ``input`` and ``out``), ``bufs`` besides the weight."""
+        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input=input, out=out)
         R = prog.artifact.values["rows_per_wg"] * prog.artifact.values["row_groups"]
-        for p in W.parts:
-            rec.dispatch(prog, {"w": p.buffer, **bufs}, {"K": W.K, "rows": p.rows, "row0": p.row0, "eps": eps},
-                         groups_2d(cdiv(p.rows, R)))
+        if out == "geglu":      # R / 2 outputs per row group: gate and up rows in equal numbers
+            grids = [groups_2d(cdiv(p.rows // 2, R // 2)) for p in W.parts]
+        else:
+            grids = [groups_2d(cdiv(p.rows, R)) for p in W.parts]
+        total = sum(gx * gy for gx, gy in grids)
+        for p, grid in zip(W.parts, grids):
+            rec.dispatch(prog, {"w": p.buffer, **bufs},
+                         {"K": W.K, "rows": p.rows, "row0": p.row0, "eps": eps, "N": W.N, "groups": total}, grid)
 
     def addnorm_fits(self, W: Weight) -> bool:
         """Whether linear_addnorm takes W: a built matvec addnorm variant whose shared vector holds W.K."""
         try:
-            prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="addnorm")
+            prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="addnorm", out="plain")
         except GemforgeError:
             return False
         return W.K <= prog.artifact.values["norm_max_k"]
@@ -101,7 +106,7 @@ class LinearOps:
         residual add and the next input norm (rmsnorm add_norm) folded into the matrix-vector product,
         one dispatch instead of two. Every workgroup computes the norms itself, so this is for small
         hidden sizes only (W.K <= the variant's norm_max_k; addnorm_fits says)."""
-        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="addnorm")
+        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="addnorm", out="plain")
         kmax = prog.artifact.values["norm_max_k"]
         if W.K > kmax:
             raise GemforgeError(f"linear_addnorm '{W.name}': K = {W.K} exceeds the kernel's norm_max_k = {kmax}",
@@ -110,6 +115,51 @@ class LinearOps:
             _need(f"linear_addnorm '{W.name}' {name}", b, 4 * W.K, f"{name} must hold [{W.K}] fp32")
         _need(f"linear_addnorm '{W.name}' y", y, 4 * W.N, f"y must hold [{W.N}] fp32")
         self._matvec(rec, W, "addnorm", {"x": x, "y": y, "r": residual, "nw": w, "nw2": w2, "h": h}, eps)
+
+    def norm_after_fits(self, W: Weight) -> bool:
+        """Whether linear_norm_after takes W: a built matvec out add_norm variant that holds W.N outputs."""
+        try:
+            prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="plain", out="add_norm")
+        except GemforgeError:
+            return False
+        return W.N <= prog.artifact.values["norm_max_n"]
+
+    def linear_norm_after(self, rec: Recording, W: Weight, x, y, residual, w, w2, h, z, eps: float) -> None:
+        """Decode (one row): y = W @ x, then h = residual + rmsnorm(y) * w and z = rmsnorm(h) * w2 -- the
+        residual add and the next input norm (rmsnorm add_norm) computed once, by the product's last
+        workgroup to finish, so the pair needs no dispatch of its own. W.N <= the variant's norm_max_n
+        (norm_after_fits says)."""
+        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="plain", out="add_norm")
+        nmax = prog.artifact.values["norm_max_n"]
+        if W.N > nmax:
+            raise GemforgeError(f"linear_norm_after '{W.name}': N = {W.N} exceeds the kernel's norm_max_n = {nmax}",
+                                "use k.linear then k.rmsnorm(..., residual, w2, z) for this size")
+        _need(f"linear_norm_after '{W.name}' x", x, 4 * W.K, f"x must hold [{W.K}] fp32")
+        for name, b in (("y", y), ("residual", residual), ("w", w), ("w2", w2), ("h", h), ("z", z)):
+            _need(f"linear_norm_after '{W.name}' {name}", b, 4 * W.N, f"{name} must hold [{W.N}] fp32")
+        count = self._scratch("matvec counters", 4, zeroed=True)    # the last workgroup re-zeroes it
+        self._matvec(rec, W, "plain", {"x": x, "y": y, "r": residual, "nw": w, "nw2": w2, "h": h, "z": z,
+                                       "count": count}, eps, out="add_norm")
+
+    def geglu_after_fits(self, W: Weight) -> bool:
+        """Whether linear_geglu_after takes W: gate and up rows in one part, and the variant built."""
+        try:
+            self.program("matvec", small=self.is_small(W), format=W.fmt, input="plain", out="geglu")
+        except GemforgeError:
+            return False
+        return len(W.parts) == 1 and W.N % 2 == 0
+
+    def linear_geglu_after(self, rec: Recording, W: Weight, x, y) -> None:
+        """Decode (one row): y[f] = gelu_tanh(g[f]) * u[f] for [g; u] = W @ x, W holding the gate rows then
+        the up rows (F = W.N / 2 each) in one part -- the GeGLU computed with the product, no dispatch or
+        [2F] buffer of its own."""
+        if not self.geglu_after_fits(W):
+            raise GemforgeError(f"linear_geglu_after '{W.name}': needs an even N in one weight part "
+                                f"(N = {W.N}, {len(W.parts)} parts) and a built matvec out geglu variant",
+                                "use k.linear into a [2F] buffer, then k.geglu")
+        _need(f"linear_geglu_after '{W.name}' x", x, 4 * W.K, f"x must hold [{W.K}] fp32")
+        _need(f"linear_geglu_after '{W.name}' y", y, 4 * (W.N // 2), f"y must hold [{W.N // 2}] fp32")
+        self._matvec(rec, W, "plain", {"x": x, "y": y}, out="geglu")
 
     # Split K so a product has at least SPLIT_K_GROUPS workgroups and no workgroup walks more than
     # SPLIT_K_MAX of K, never below SPLIT_K_MIN per split. On the H200 (gemforge bench --synthetic 27b

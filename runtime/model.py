@@ -144,38 +144,86 @@ class Engine:
         self.attn_scale = float(cfg.query_pre_attn_scalar) ** -0.5
 
     # -- recording ------------------------------------------------------------------------
-    # Decode folds the GeGLU into the down projection (one dispatch less per layer) only where the
-    # matrix is small enough for the step to be bound by dispatch latency: every workgroup recomputes
-    # gelu for its K, which costs more than the saved dispatch once the product is bound by the
-    # GPU's arithmetic (H200, bench/linear_probe.py: 27B q8_0 down 70.6 us fused vs 42.8 us plain).
-    GEGLU_FUSE_MAX_BYTES = 4 << 20
-    FOLD_NORMS = True       # decode: fold add_norm into the next product where it pays (bench --unfused-norms: A/B)
+    # Decode folds (T = 1). NORMS: where each closing residual add + next input norm (rmsnorm add_norm)
+    # runs: 'before' the next product (matvec input addnorm: every workgroup recomputes it, for small
+    # hidden sizes), 'after' the product before it (matvec out add_norm: its last workgroup, once),
+    # 'separate' (a dispatch), 'auto' (before where both products are small, the 270M; after where the
+    # kernel holds the hidden size; else separate). GEGLU: 'after' the gate/up product (matvec out
+    # geglu, where gate_up is one weight part), 'before' the down product (matvec input geglu: every
+    # workgroup recomputes gelu, for small matrices only), 'separate', 'auto' (before with norms
+    # before, else after where it fits, else separate). bench --norms/--geglu: A/B runs.
+    # H200, bench/linear_probe.py: 27B q8_0 down 70.6 us with input geglu vs 42.8 us plain.
+    GEGLU_BEFORE_MAX_BYTES = 4 << 20
+    NORMS = "auto"
+    GEGLU = "auto"
+    FOLDS = ("auto", "before", "after", "separate")
+
+    def decode_folds(self) -> tuple[str, str]:
+        """(norms, geglu): where the decode step's add_norm pairs and GeGLUs run (NORMS/GEGLU resolved)."""
+        k, L = self.k, self.layers[0]
+        for name, v in (("NORMS", self.NORMS), ("GEGLU", self.GEGLU)):
+            if v not in self.FOLDS:
+                raise GemforgeError(f"Engine.{name} = {v!r}", f"use one of {', '.join(self.FOLDS)}")
+        fits = {"before": all(k.addnorm_fits(W) for W in (L.wqkv, L.w_gate_up)),
+                "after": all(k.norm_after_fits(W) for W in (L.wo, L.w_down)), "separate": True}
+        norms = self.NORMS
+        if norms == "auto":
+            small = all(k.is_small(W) for W in (L.wqkv, L.w_gate_up))
+            norms = "before" if fits["before"] and small else "after" if fits["after"] else "separate"
+        if not fits[norms]:
+            raise GemforgeError(f"decode norms '{norms}' do not fit this model's shapes or kernel build",
+                                "use --norms auto")
+        gfits = {"after": norms != "before" and k.geglu_after_fits(L.w_gate_up),
+                 "before": L.w_down.nbytes <= self.GEGLU_BEFORE_MAX_BYTES, "separate": True}
+        geglu = self.GEGLU
+        if geglu == "auto":
+            geglu = "before" if norms == "before" and gfits["before"] else "after" if gfits["after"] else "separate"
+        if not gfits[geglu]:
+            raise GemforgeError(f"decode geglu '{geglu}' does not fit this model's shapes, kernel build or "
+                                f"norms '{norms}'", "use --geglu auto")
+        return norms, geglu
+
+    def set_folds(self, norms: str = "auto", geglu: str = "auto") -> tuple[str, str]:
+        """Choose the decode folds (see NORMS/GEGLU); recorded steps are dropped. Returns decode_folds()."""
+        old = self.NORMS, self.GEGLU
+        self.NORMS, self.GEGLU = norms, geglu
+        try:
+            folds = self.decode_folds()
+        except GemforgeError:
+            self.NORMS, self.GEGLU = old
+            raise
+        for rec in self._steps.values():
+            rec.destroy()
+        self._steps.clear()
+        return folds
 
     def _row(self, b: Buffer, row: int, width: int, count: int = 1) -> View:
         """Rows [row, row + count) of a [*, width] fp32 buffer, as a bindable view."""
         return View(b, row * width * 4, count * width * 4)
 
-    def _layers(self, rec: Recording, T: int) -> None:
-        """Every decoder layer for T rows: x (the residual stream) in, x out.
+    def _layers(self, rec: Recording, T: int) -> bool:
+        """Every decoder layer for T rows: x (the residual stream) in, x out. True when xn also holds
+        the output norm of x (decode with norms folded after the products: the head needs no norm).
 
         Each sub-block's closing residual add is fused with the next sub-block's input norm
-        (rmsnorm add_norm), so xn always holds the normed input of what comes next. In decode of a
-        model whose products are all small (the 270M), that pair is folded into the next
-        matrix-vector product instead (Kernels.linear_addnorm): two dispatches fewer per layer."""
+        (rmsnorm add_norm), so xn always holds the normed input of what comes next; in decode that
+        pair and the GeGLU are folded into a neighbouring matrix-vector product (decode_folds)."""
         cfg, k = self.cfg, self.k
         H, D, Hq, Hkv = cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
-        # only where both products are small: every workgroup recomputes the norms, which a large
-        # product's many workgroups pay for (H200, 1B: decode 382 tok/s folded, 463 not; 270M: 849 vs 803)
-        fold = T == 1 and self.FOLD_NORMS and all(k.addnorm_fits(W) and k.is_small(W)
-                                                  for W in (self.layers[0].wqkv, self.layers[0].w_gate_up))
+        norms, geglu = self.decode_folds() if T == 1 else ("separate", "separate")
         pending = None      # an add_norm (x, residual, w, w2, h) left for the next product to fold in
 
-        def add_norm(x, residual, w, w2, h):
+        def product_norm(W, x, y, residual, w, w2, h):
+            """y = W @ x, then h = residual + norm(y) * w and xn = norm(h) * w2."""
             nonlocal pending
-            if fold:
-                pending = (x, residual, w, w2, h)
+            if norms == "after":
+                k.linear_norm_after(rec, W, x, y, residual, w, w2, h, self.xn, cfg.eps)
+                return
+            k.linear(rec, W, x, y, T)
+            if norms == "before":
+                pending = (y, residual, w, w2, h)
             else:
-                k.rmsnorm(rec, x, w, h, T, H, cfg.eps, residual=residual, w2=w2, z=self.xn)
+                k.rmsnorm(rec, y, w, h, T, H, cfg.eps, residual=residual, w2=w2, z=self.xn)
 
         def linear_xn(W, y):
             """y = W @ xn, where xn is the pending add_norm's output when one is pending."""
@@ -187,6 +235,7 @@ class Engine:
                 k.linear(rec, W, self.xn, y, T)
 
         k.rmsnorm(rec, self.x, self.layers[0].attn_norm, self.xn, T, H, cfg.eps)
+        last = len(self.layers) - 1
         for i, L in enumerate(self.layers):
             linear_xn(L.wqkv, self.qkv)
             # q_norm/k_norm per head, RoPE, and k, v into the cache: one dispatch
@@ -194,21 +243,38 @@ class Engine:
                       L.cache_len, cfg.eps, L.rope_base, L.rope_scale)
             k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, self.ctrl, T, Hq, Hkv, D, L.cache_len,
                         L.window, self.attn_scale)
-            k.linear(rec, L.wo, self.attn, self.o, T)
             # h = x + post_attn_norm(o); xn = ffn_norm(h)
-            add_norm(self.o, self.x, L.post_attn_norm, L.ffn_norm, self.h)
-            linear_xn(L.w_gate_up, self.gu)
-            if T == 1 and L.w_down.nbytes <= self.GEGLU_FUSE_MAX_BYTES:
-                # decode of a small model: the GeGLU folded into the down projection's matvec
-                k.linear(rec, L.w_down, self.gu, self.down, T, act="geglu")
+            product_norm(L.wo, self.attn, self.o, self.x, L.post_attn_norm, L.ffn_norm, self.h)
+            if geglu == "after":
+                k.linear_geglu_after(rec, L.w_gate_up, self.xn, self.act)
+                down_in = self.act
             else:
-                k.geglu(rec, self.gu, self.act, T, cfg.ffn)
-                k.linear(rec, L.w_down, self.act, self.down, T)
-            # x = h + post_ffn_norm(down); xn = the next layer's attn_norm(x)
-            if i + 1 < len(self.layers):
-                add_norm(self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm, self.x)
+                linear_xn(L.w_gate_up, self.gu)
+                down_in = self.gu if geglu == "before" else self.act
+                if geglu == "separate":
+                    k.geglu(rec, self.gu, self.act, T, cfg.ffn)
+            # x = h + post_ffn_norm(down); xn = the next layer's attn_norm(x) (after the last layer,
+            # with norms after: the output norm)
+            if i < last:
+                if geglu == "before":
+                    # the product with its input geglu, then the add_norm (pending or a dispatch)
+                    k.linear(rec, L.w_down, down_in, self.down, T, act="geglu")
+                    if norms == "before":
+                        pending = (self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm, self.x)
+                    else:
+                        k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h,
+                                  w2=self.layers[i + 1].attn_norm, z=self.xn)
+                else:
+                    product_norm(L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm,
+                                 self.x)
+            elif norms == "after" and geglu != "before":
+                k.linear_norm_after(rec, L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.out_norm,
+                                    self.x, self.xn, cfg.eps)
+                return True
             else:
+                k.linear(rec, L.w_down, down_in, self.down, T, act="geglu" if geglu == "before" else None)
                 k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h)
+        return False
 
     def record_step(self, T: int, head: str, topk: int = 0, timestamps: bool = False) -> Recording:
         """A new recording of the step for T rows. head: 'argmax' | 'topk' | 'logits' (last row) | 'none'."""
@@ -216,10 +282,10 @@ class Engine:
         H = cfg.hidden
         rec = self.device.record(timestamps=timestamps, label=f"step T={T} {head}")
         k.embed(rec, self.embed, self.ids, self.x, T, self.embed_scale)
-        self._layers(rec, T)
+        normed = self._layers(rec, T)
         if head != "none":
-            last = self._row(self.x, T - 1, H)
-            k.rmsnorm(rec, last, self.out_norm, self.xn, 1, H, cfg.eps)
+            if not normed:
+                k.rmsnorm(rec, self._row(self.x, T - 1, H), self.out_norm, self.xn, 1, H, cfg.eps)
             k.linear(rec, self.embed, self.xn, self.logits, 1)
             if head == "argmax":
                 k.argmax(rec, self.logits, self.out_idx, cfg.vocab)

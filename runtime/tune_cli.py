@@ -26,7 +26,7 @@ from .cli import register
 from .errors import DeviceError, GemforgeError
 
 # op -> (rows T per call, axes beyond the format, rows of the numpy check)
-TUNABLE = {"matvec": (1, {"input": "plain"}, 1), "matmul": (256, {"bucket": 256}, 200),
+TUNABLE = {"matvec": (1, {"input": "plain", "out": "plain"}, 1), "matmul": (256, {"bucket": 256}, 200),
             "matmul_coop": (256, {"bucket": 256}, 200)}
 
 EXAMPLES = """examples:
@@ -165,10 +165,10 @@ def cmd_tune(args) -> int:
         params = {p: best.values[p] for p in k.manifest.artifacts[best_name].values
                   if p not in best.axes and p in swept}
         entries.setdefault(op, {})[default.name] = dict(params)   # a copy: no YAML anchors
-        # siblings that differ only in their input (matvec_<format>_geglu) read the same weights in the
-        # same order: they take the same parameters
+        # siblings that differ only in what they fold in before or after the product (matvec_<format>_geglu,
+        # matvec_<format>_to_addnorm) read the same weights in the same order: they take the same parameters
         def but_input(a):
-            return {n: v for n, v in a.axes.items() if n != "input"}
+            return {n: v for n, v in a.axes.items() if n not in ("input", "out")}
         for sib in man.artifacts.values():
             if sib.op == op and sib.tuning_key == "default" and sib.name != default.name \
                     and but_input(sib) == but_input(default):

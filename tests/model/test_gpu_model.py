@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from gemforge.runtime.errors import GemforgeError
+
 pytestmark = [pytest.mark.model, pytest.mark.gpu]
 
 FRANCE = " the capital of the country of France. It is the largest city in France and the second largest city"
@@ -118,6 +120,38 @@ def test_buckets_and_chunks_give_the_same_tokens(models, goldens):
     model.prefill_chunk = 256
     assert outs[0] == outs[1] == outs[2], outs
     assert len(outs[0]) == 8
+
+
+def test_decode_folds_agree(models, tokenizer):
+    """Every placement of the decode step's residual add + norm pairs and GeGLUs (Engine.set_folds: folded
+    into the product before or after, or a dispatch of its own) gives the logits of the all-separate
+    step within fp32 summation-order noise, and the same greedy tokens."""
+    engine = models("q8_0").engine
+    ids = tokenizer.encode("The capital of France is")
+
+    def run():
+        engine.reset()
+        engine.prefill(ids, "argmax")
+        tok, out = engine.read_argmax(), []
+        for _ in range(3):
+            engine.decode(tok, "logits")
+            out.append(engine.read_logits().copy())
+            tok = int(out[-1].argmax())
+        return np.stack(out)
+    try:
+        assert engine.set_folds("separate", "separate") == ("separate", "separate")
+        base = run()
+        for norms, geglu in (("before", "before"), ("after", "after"), ("after", "separate"),
+                             ("separate", "after"), ("after", "before")):
+            assert engine.set_folds(norms, geglu) == (norms, geglu)
+            got = run()
+            err = np.abs(got - base).max() / np.abs(base).max()
+            assert err < 1e-4, f"norms {norms}, geglu {geglu}: logits differ by {err:.2e} of max |logit|"
+            assert got.argmax(axis=1).tolist() == base.argmax(axis=1).tolist(), (norms, geglu)
+        with pytest.raises(GemforgeError, match="decode geglu 'after' does not fit"):
+            engine.set_folds("before", "after")     # no variant folds a norm before and the GeGLU after
+    finally:
+        engine.set_folds()
 
 
 def test_chat_cache_reuse_equals_recompute(models):

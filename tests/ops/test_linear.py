@@ -207,7 +207,7 @@ def test_small_products_use_the_small_tuning(device, build):
     from gemforge.gen import manifest as mf
     from gemforge.runtime.kernels import Kernels
     man = mf.load(build)
-    base = man.find("matvec", tuning_key=device.info.key, format="f32", input="plain")
+    base = man.find("matvec", tuning_key=device.info.key, format="f32", input="plain", out="plain")
     skey = f"{device.info.key}-small"
     man.artifacts["matvec_f32@small"] = dataclasses.replace(base, name="matvec_f32@small", tuning_key=skey)
     k = Kernels(device, build, manifest=man)
@@ -221,5 +221,5 @@ def test_small_products_use_the_small_tuning(device, build):
         rec = device.record()
         k.linear(rec, W, device.upload(x), y, 1)
         rec.submit()
-        assert k.program("matvec", small=k.is_small(W), format="f32", input="plain").artifact.tuning_key == want
+        assert k.program("matvec", small=k.is_small(W), format="f32", input="plain", out="plain").artifact.tuning_key == want
         assert_close(y.read(np.float32, N)[None], ref.linear(x, w), tolerance("f32", 1), f"matvec {N}x{K}")

@@ -43,14 +43,14 @@ def overrides(layout) -> dict:
 def layout_kernels(device, tmp_path_factory):
     """Kernels over a build that holds the layouts (see the module doc)."""
     return candidate_kernels(device, tmp_path_factory.mktemp("matvec-layouts"), "matvec",
-                             [{"input": "plain", **overrides(lay)} for lay in LAYOUTS])
+                             [{"input": "plain", "out": "plain", **overrides(lay)} for lay in LAYOUTS])
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda lay: "wg{}-g{}-r{}-u{}".format(*lay))
 @pytest.mark.parametrize("fmt", formats.FORMATS)
 def test_matvec_layout(device, layout_kernels, rng, fmt, layout):
     name = f"matvec_{fmt}@{candidate_key(overrides(layout))}"
-    layout_kernels.pin(candidate(layout_kernels, name, f"matvec:format={fmt},input=plain,..."))
+    layout_kernels.pin(candidate(layout_kernels, name, f"matvec:format={fmt},input=plain,out=plain,..."))
     try:
         # K: a partial chunk for every format; N: not a multiple of any workgroup's rows (the last
         # group of the last workgroup computes rows past N, which must not be written)
@@ -70,4 +70,4 @@ def test_matvec_layout(device, layout_kernels, rng, fmt, layout):
             assert_close(y[None, :N], ref.linear(x, formats.quantize_roundtrip(w, fmt)), TOL[fmt],
                          f"{name} {N}x{K}")
     finally:
-        layout_kernels.unpin("matvec", format=fmt, input="plain")
+        layout_kernels.unpin("matvec", format=fmt, input="plain", out="plain")

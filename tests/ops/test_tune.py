@@ -16,7 +16,7 @@ def test_tune_small_class_writes_the_small_file_with_siblings(device, tmp_path, 
     from gemforge.gen.build import build
     bd = tmp_path / "build"
     # the candidates of 32 threads per workgroup (about 40, row groups included): enough for a sweep
-    build(bd, ops={"matvec"}, tune_ops={"matvec": [{"format": "q8_0", "input": "plain", "wg_size": "32"}]},
+    build(bd, ops={"matvec"}, tune_ops={"matvec": [{"format": "q8_0", "input": "plain", "out": "plain", "wg_size": "32"}]},
           log=lambda s: None)
     monkeypatch.setenv("GEMFORGE_BUILD_DIR", str(bd))
     out = tmp_path / "tuning.yaml"

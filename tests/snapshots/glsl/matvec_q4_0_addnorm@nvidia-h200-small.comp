@@ -52,12 +52,12 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 layout(local_size_x = 128) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
-layout(std430, set = 0, binding = 2) restrict writeonly buffer B_y { float y[]; };
+layout(std430, set = 0, binding = 2) restrict buffer B_y { float y[]; };
 layout(std430, set = 0, binding = 3) restrict readonly buffer B_r { float r[]; };
 layout(std430, set = 0, binding = 4) restrict readonly buffer B_nw { float nw[]; };
 layout(std430, set = 0, binding = 5) restrict readonly buffer B_nw2 { float nw2[]; };
 layout(std430, set = 0, binding = 6) restrict writeonly buffer B_h { float h[]; };
-layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; float eps; } pc;
+layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; float eps; uint N; uint groups; } pc;
 
 const uint WG = 128u;
 const uint NG = 2u;
@@ -98,7 +98,7 @@ float w_dot(uvec4 q, vec4 xv[XV]) {
     return s;
 }
 
-void main() {
+void product() {
     const uint tid = gl_LocalInvocationID.x;
     const uint g = tid / GT;                    // this thread's row group
     const uint lt = tid % GT;                   // and its lane in the group
@@ -108,7 +108,7 @@ void main() {
     const uint Kp = w_kp(pc.K);
     const uint nfull = pc.K / WE;               // chunks whose x lies wholly inside K
     const uint nchunk = (pc.K + WE - 1u) / WE;  // and a partial one when K % WE != 0
-    uint rw[R];                                 // the last group's extra rows re-read row rows-1
+    uint rw[R];                                 // the last group's extra rows re-read the last row
     float acc[R];
     [[unroll]] for (uint i = 0u; i < R; i++) {
         rw[i] = min(n0 + i, pc.rows - 1u);
@@ -206,4 +206,8 @@ void main() {
         for (uint j = 0u; j < per; j++) s += red[i][g * per + j];
         y[pc.row0 + n0 + i] = s;
     }
+}
+
+void main() {
+    product();
 }

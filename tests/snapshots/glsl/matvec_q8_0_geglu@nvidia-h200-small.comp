@@ -52,8 +52,8 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 layout(local_size_x = 128) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
-layout(std430, set = 0, binding = 2) restrict writeonly buffer B_y { float y[]; };
-layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; float eps; } pc;
+layout(std430, set = 0, binding = 2) restrict buffer B_y { float y[]; };
+layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; float eps; uint N; uint groups; } pc;
 
 const uint WG = 128u;
 const uint NG = 2u;
@@ -94,7 +94,7 @@ float w_dot(uvec4 q, vec4 xv[XV]) {
     return s;
 }
 
-void main() {
+void product() {
     const uint tid = gl_LocalInvocationID.x;
     const uint g = tid / GT;                    // this thread's row group
     const uint lt = tid % GT;                   // and its lane in the group
@@ -104,7 +104,7 @@ void main() {
     const uint Kp = w_kp(pc.K);
     const uint nfull = pc.K / WE;               // chunks whose x lies wholly inside K
     const uint nchunk = (pc.K + WE - 1u) / WE;  // and a partial one when K % WE != 0
-    uint rw[R];                                 // the last group's extra rows re-read row rows-1
+    uint rw[R];                                 // the last group's extra rows re-read the last row
     float acc[R];
     [[unroll]] for (uint i = 0u; i < R; i++) {
         rw[i] = min(n0 + i, pc.rows - 1u);
@@ -181,4 +181,8 @@ void main() {
         for (uint j = 0u; j < per; j++) s += red[i][g * per + j];
         y[pc.row0 + n0 + i] = s;
     }
+}
+
+void main() {
+    product();
 }
