@@ -100,20 +100,27 @@ void product() {
             ss += v[j] * v[j];
         }
         const float inv = inversesqrt(wg_sum(ss, 0u) / float(pc.K) + pc.eps);
+        // loads only in the unrolled loops (a load after a store to another binding waits for it)
         float ss2 = 0.0;
         [[unroll]] for (uint j = 0u; j < NK; j++) {
             const uint i = tid + j * WG;
             const uint ic = min(i, pc.K - 1u);
             const float ri = r[ic], wi = nw[ic];
             v[j] = i < pc.K ? ri + v[j] * inv * wi : 0.0;
-            if (wg0 == 0u && i < pc.K) h[i] = v[j];
             ss2 += v[j] * v[j];
         }
+        float w2v[NK];
+        [[unroll]] for (uint j = 0u; j < NK; j++) w2v[j] = nw2[min(tid + j * WG, pc.K - 1u)];
         const float inv2 = inversesqrt(wg_sum(ss2, 1u) / float(pc.K) + pc.eps);
+        if (wg0 == 0u) {
+            [[unroll]] for (uint j = 0u; j < NK; j++) {
+                const uint i = tid + j * WG;
+                if (i < pc.K) h[i] = v[j];
+            }
+        }
         [[unroll]] for (uint j = 0u; j < NK; j++) {
             const uint i = tid + j * WG;
-            const float wi = nw2[min(i, pc.K - 1u)];
-            if (i < 1152u) zs[i >> 2u][i & 3u] = i < pc.K ? v[j] * inv2 * wi : 0.0;
+            if (i < 1152u) zs[i >> 2u][i & 3u] = i < pc.K ? v[j] * inv2 * w2v[j] : 0.0;
         }
         barrier();
     }

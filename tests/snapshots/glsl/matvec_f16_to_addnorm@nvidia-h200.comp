@@ -152,6 +152,8 @@ void product() {
 // h = r + y / rms(y) * nw, z = h / rms(h) * nw2 over y[0, N): the last workgroup's work. Each thread
 // keeps NK elements in registers, all their loads issued at once (index clamped, value zeroed past
 // N); a longer y (a small workgroup) has the rest read again from memory, h from this thread's writes.
+// No load follows a store inside the unrolled loops: the compiler may not move a load above a store
+// to another binding (they could alias), so interleaving them serializes the loads (27B: ~45 us).
 void add_norm_tail(uint tid) {
     const uint NR = NK * WG;    // elements held in registers
     float v[NK];
@@ -170,21 +172,30 @@ void add_norm_tail(uint tid) {
         const uint ic = min(i, pc.N - 1u);
         const float ri = r[ic], wi = nw[ic];
         v[j] = i < pc.N ? ri + v[j] * inv * wi : 0.0;
-        if (i < pc.N) h[i] = v[j];
         ss2 += v[j] * v[j];
     }
     for (uint i = tid + NR; i < pc.N; i += WG) {
         const float hi = r[i] + y[i] * inv * nw[i];
-        h[i] = hi;
         ss2 += hi * hi;
     }
     const float inv2 = inversesqrt(wg_sum(ss2, 1u) / float(pc.N) + pc.eps);
     [[unroll]] for (uint j = 0u; j < NK; j++) {
         const uint i = tid + j * WG;
-        const float wi = nw2[min(i, pc.N - 1u)];
-        if (i < pc.N) z[i] = v[j] * inv2 * wi;
+        if (i < pc.N) h[i] = v[j];
     }
-    for (uint i = tid + NR; i < pc.N; i += WG) z[i] = (r[i] + y[i] * inv * nw[i]) * inv2 * nw2[i];
+    [[unroll]] for (uint j = 0u; j < NK; j++) {
+        const uint i = tid + j * WG;
+        v[j] = v[j] * inv2 * nw2[min(i, pc.N - 1u)];
+    }
+    [[unroll]] for (uint j = 0u; j < NK; j++) {
+        const uint i = tid + j * WG;
+        if (i < pc.N) z[i] = v[j];
+    }
+    for (uint i = tid + NR; i < pc.N; i += WG) {
+        const float hi = r[i] + y[i] * inv * nw[i];
+        h[i] = hi;
+        z[i] = hi * inv2 * nw2[i];
+    }
 }
 
 void main() {

@@ -36,6 +36,17 @@ float wg_sum(float v, uint k) {
     return subgroupAdd(t);
 }
 
+// this thread's register elements of the row into y[base + lo, base + hi). The unrolled loops that
+// load never store: a load after a store to another binding (which might alias it) waits for that
+// store, so interleaving them would serialize the row's loads.
+void store_slice(float v[NPT], uint base, uint lo, uint hi) {
+    const uint tid = gl_LocalInvocationID.x;
+    [[unroll]] for (uint j = 0u; j < NPT; j++) {
+        const uint i = tid + j * WG;
+        if (i >= lo && i < hi) y[base + i] = v[j];
+    }
+}
+
 void main() {
     const uint wg = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
     const uint row = wg / pc.slices;
@@ -64,9 +75,10 @@ void main() {
         const uint ic = min(i, pc.L - 1u);
         const float ri = r[base + ic], wi = w[ic];
         v[j] = i < pc.L ? ri + v[j] * inv * wi : 0.0;
-        if (i >= lo && i < hi) y[base + i] = v[j];
         ss2 += v[j] * v[j];
     }
+    float w2v[NPT];
+    [[unroll]] for (uint j = 0u; j < NPT; j++) w2v[j] = w2[min(tid + j * WG, pc.L - 1u)];
     for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
         const float h = r[base + i] + x[base + i] * inv * w[i];
         if (i >= lo && i < hi) y[base + i] = h;
@@ -74,10 +86,10 @@ void main() {
     }
     // z = norm(h) * w2 (y is write-only: h comes from registers, or is recomputed beyond them)
     const float inv2 = inversesqrt(wg_sum(ss2, 1u) / float(pc.L) + pc.eps);
+    store_slice(v, base, lo, hi);
     [[unroll]] for (uint j = 0u; j < NPT; j++) {
         const uint i = tid + j * WG;
-        const float wi = w2[min(i, pc.L - 1u)];
-        if (i >= lo && i < hi) z[base + i] = v[j] * inv2 * wi;
+        if (i >= lo && i < hi) z[base + i] = v[j] * inv2 * w2v[j];
     }
     for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
         const float h = r[base + i] + x[base + i] * inv * w[i];

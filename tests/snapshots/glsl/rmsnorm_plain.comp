@@ -33,6 +33,17 @@ float wg_sum(float v, uint k) {
     return subgroupAdd(t);
 }
 
+// this thread's register elements of the row into y[base + lo, base + hi). The unrolled loops that
+// load never store: a load after a store to another binding (which might alias it) waits for that
+// store, so interleaving them would serialize the row's loads.
+void store_slice(float v[NPT], uint base, uint lo, uint hi) {
+    const uint tid = gl_LocalInvocationID.x;
+    [[unroll]] for (uint j = 0u; j < NPT; j++) {
+        const uint i = tid + j * WG;
+        if (i >= lo && i < hi) y[base + i] = v[j];
+    }
+}
+
 void main() {
     const uint wg = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
     const uint row = wg / pc.slices;
@@ -55,9 +66,8 @@ void main() {
     }
     const float inv = inversesqrt(wg_sum(ss, 0u) / float(pc.L) + pc.eps);
     [[unroll]] for (uint j = 0u; j < NPT; j++) {
-        const uint i = tid + j * WG;
-        const float wi = w[min(i, pc.L - 1u)];
-        if (i >= lo && i < hi) y[base + i] = v[j] * inv * wi;
+        v[j] = v[j] * inv * w[min(tid + j * WG, pc.L - 1u)];
     }
+    store_slice(v, base, lo, hi);
     for (uint i = tid + NPT * WG; i < pc.L; i += WG) if (i >= lo && i < hi) y[base + i] = x[base + i] * inv * w[i];
 }
