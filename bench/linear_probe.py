@@ -47,6 +47,7 @@ def main() -> int:
     ap.add_argument("--portable-matmul", action="store_true")
     ap.add_argument("--split-groups", type=int, help="Kernels.SPLIT_K_GROUPS (split K until this many workgroups)")
     ap.add_argument("--split-min", type=int, help="Kernels.SPLIT_K_MIN (the least K per split)")
+    ap.add_argument("--split-max", type=int, help="Kernels.SPLIT_K_MAX (the most K one workgroup walks)")
     ap.add_argument("--part-mb", type=int, help="split every weight into row parts of at most this many MB")
     ap.add_argument("--only", help="time only these matrices (comma-separated: qkv,o,gate_up,down,head)")
     ap.add_argument("--shapes", help="time these [N, K] instead of the model's matrices: 43008x5376,262144x5376")
@@ -61,6 +62,8 @@ def main() -> int:
         k.SPLIT_K_GROUPS = a.split_groups
     if a.split_min:
         k.SPLIT_K_MIN = a.split_min
+    if a.split_max:
+        k.SPLIT_K_MAX = a.split_max
     T = a.T
     cfg = model_config(a.model)
     rng = np.random.default_rng(0)

@@ -147,8 +147,9 @@ class Engine:
     # Decode folds (T = 1). NORMS: where each closing residual add + next input norm (rmsnorm add_norm)
     # runs: 'before' the next product (matvec input addnorm: every workgroup recomputes it, for small
     # hidden sizes), 'after' the product before it (matvec out add_norm: its last workgroup, once),
-    # 'separate' (a dispatch), 'auto' (before where both products are small, the 270M; after where the
-    # kernel holds the hidden size; else separate). GEGLU: 'after' the gate/up product (matvec out
+    # 'separate' (a dispatch), 'auto' (before where both products are small, the 270M; else separate:
+    # on the H200 the last workgroup's norms cost more than the dispatch they save -- 27B q8_0 decode
+    # 68.9 tok/s after vs 75.7 separate; 1B 387 vs 435). GEGLU: 'after' the gate/up product (matvec out
     # geglu, where gate_up is one weight part), 'before' the down product (matvec input geglu: every
     # workgroup recomputes gelu, for small matrices only), 'separate', 'auto' (before with norms
     # before, else after where it fits, else separate). bench --norms/--geglu: A/B runs.
@@ -169,7 +170,7 @@ class Engine:
         norms = self.NORMS
         if norms == "auto":
             small = all(k.is_small(W) for W in (L.wqkv, L.w_gate_up))
-            norms = "before" if fits["before"] and small else "after" if fits["after"] else "separate"
+            norms = "before" if fits["before"] and small else "separate"
         if not fits[norms]:
             raise GemforgeError(f"decode norms '{norms}' do not fit this model's shapes or kernel build",
                                 "use --norms auto")
