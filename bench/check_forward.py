@@ -45,6 +45,7 @@ def main() -> int:
     ap.add_argument("--portable-matmul", action="store_true", help="never the cooperative-matrix matmul")
     ap.add_argument("--norms", default="auto", help="decode folds of the norms (Engine.set_folds; bench --norms)")
     ap.add_argument("--geglu", default="auto", help="decode folds of the GeGLU (Engine.set_folds; bench --geglu)")
+    ap.add_argument("--decode-dot", default="auto", help="Kernels.decode_dot: auto | int8 | float (bench --decode-dot)")
     ap.add_argument("--out")
     a = ap.parse_args()
     store = SyntheticStore(a.size, a.weights, seed=1)
@@ -52,6 +53,7 @@ def main() -> int:
     dev = Device()
     kern = Kernels(dev)
     kern.portable_only = a.portable_matmul
+    kern.decode_dot = a.decode_dot
     eng = Engine(dev, kern, store, context=a.tokens + a.decode + 8)
     folds = eng.set_folds(a.norms, a.geglu)
     rng = np.random.default_rng(7)
@@ -74,7 +76,8 @@ def main() -> int:
     rows = {"prefill": (gpu, ref[pos]), "decode": (np.stack(dec_logits), ref[a.tokens:a.tokens + a.decode])}
     report = {"size": a.size, "weights": a.weights, "tokens": a.tokens, "device": dev.info.describe(),
               "gpu_s": t_gpu, "numpy_s": t_ref, "checked_positions": pos, "tol": a.tol,
-              "prefill_matmul": kern.prefill_matmul(a.weights), "decode_norms": folds[0], "decode_geglu": folds[1]}
+              "prefill_matmul": kern.prefill_matmul(a.weights), "decode_norms": folds[0], "decode_geglu": folds[1],
+              "decode_products": kern.matvec_choice(a.weights)[1]}
     ok = True
     for kind, (g, r) in rows.items():
         err = np.abs(g - r).max(axis=1) / np.abs(r).max(axis=1)

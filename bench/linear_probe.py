@@ -48,6 +48,8 @@ def main() -> int:
     ap.add_argument("--split-groups", type=int, help="Kernels.SPLIT_K_GROUPS (split K until this many workgroups)")
     ap.add_argument("--split-min", type=int, help="Kernels.SPLIT_K_MIN (the least K per split)")
     ap.add_argument("--split-max", type=int, help="Kernels.SPLIT_K_MAX (the most K one workgroup walks)")
+    ap.add_argument("--decode-dot", default="auto", choices=["auto", "int8", "float"],
+                    help="T = 1 products of q8_0/q4_0: integer dot product on int8 x, or fp32 x (Kernels.decode_dot)")
     ap.add_argument("--part-mb", type=int, help="split every weight into row parts of at most this many MB")
     ap.add_argument("--only", help="time only these matrices (comma-separated: qkv,o,gate_up,down,head)")
     ap.add_argument("--shapes", help="time these [N, K] instead of the model's matrices: 43008x5376,262144x5376")
@@ -58,6 +60,7 @@ def main() -> int:
     dev = Device()
     k = Kernels(dev)
     k.portable_only = a.portable_matmul
+    k.decode_dot = a.decode_dot
     if a.split_groups:
         k.SPLIT_K_GROUPS = a.split_groups
     if a.split_min:
@@ -83,7 +86,7 @@ def main() -> int:
             x = dev.upload(rng.standard_normal(2 * K * T).astype(np.float32))
             y = dev.buffer(4 * N * T)
             res = {}
-            kernel = k.matmul_choice(fmt, 256)[0] if T > 1 else "matvec"
+            kernel = k.matmul_choice(fmt, 256)[0] if T > 1 else k.matvec_choice(fmt)[0]
             for act in ([None, "geglu"] if name == "down" and T == 1 else [None]):
                 rec = dev.record(timestamps=True, label="probe")
                 for _ in range(a.reps):

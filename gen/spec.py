@@ -53,7 +53,7 @@ SPEC_KEYS = {
 COMPILERS = ("glslc", "glslang")
 # Device features a kernel may require (runtime/vulkan.py DeviceInfo.features): a device without one
 # of them runs the op's portable sibling, and the run says so.
-DEVICE_FEATURES = ("cooperative_matrix", "float16", "int8", "subgroup32")
+DEVICE_FEATURES = ("cooperative_matrix", "float16", "int8", "subgroup32", "int_dot")
 REQUIRED_KEYS = ("op", "template", "name", "bindings", "axes")
 # Axis names whose values are checked against a known vocabulary.
 FORMAT_AXES = ("format", "wformat")

@@ -63,7 +63,7 @@ def _profile(rec) -> dict[str, float]:
 
 def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
           require_hardware=False, portable_matmul=False, part_bytes=None, norms="auto", geglu="auto",
-          log=print) -> dict:
+          decode_dot="auto", log=print) -> dict:
     from .kernels import Kernels
     from .model import Engine
     from .paths import cache_dir
@@ -71,6 +71,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     dev = Device(device_index, require_hardware, cache_dir=cache_dir())
     kern = Kernels(dev)
     kern.portable_only = portable_matmul
+    kern.decode_dot = decode_dot
     cfg = store.config
     t0 = time.perf_counter()
     engine = Engine(dev, kern, store, context=prompt_tokens + gen_tokens + 8, part_bytes=part_bytes)
@@ -78,7 +79,8 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     load_s = time.perf_counter() - t0
     matmul = kern.prefill_matmul(store.fmt)
     log(f"bench: {cfg.name} {store.fmt} on {dev.info.describe()}; weights uploaded in {load_s:.1f} s; "
-        f"prefill: {matmul}; decode folds: norms {folds[0]}, geglu {folds[1]}")
+        f"prefill: {matmul}; decode folds: norms {folds[0]}, geglu {folds[1]}; decode products: "
+        f"{kern.matvec_choice(store.fmt)[1]}")
     rng = np.random.default_rng(0)
     prompt = [cfg.bos_id] + rng.integers(3, cfg.vocab, prompt_tokens - 1).tolist()
 
@@ -143,6 +145,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
         "dispatches_per_decode_step": len(engine._step(1, "argmax").names),
         "weight_part_bytes": part_bytes or Engine.WEIGHT_PART_BYTES,
         "decode_norms": folds[0], "decode_geglu": folds[1],
+        "decode_products": kern.matvec_choice(store.fmt)[1],
         "prefill_matmul": matmul,
         "git": _git_rev(), "command": " ".join(["gemforge"] + sys.argv[1:]),
     }
@@ -175,7 +178,7 @@ def cmd_bench(args) -> int:
                              warmup_s=args.warmup_s, device_index=args.device, require_hardware=args.require_hardware,
                              portable_matmul=args.portable_matmul,
                              part_bytes=args.weight_part_mb << 20 if args.weight_part_mb else None,
-                             norms=args.norms, geglu=args.geglu,
+                             norms=args.norms, geglu=args.geglu, decode_dot=args.decode_dot,
                              log=lambda s: print(s, file=sys.stderr)))
         r = results[-1]
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["profile_decode_ms"].items())[:6])
@@ -208,6 +211,9 @@ def _setup(p):
     p.add_argument("--geglu", choices=["auto", "before", "after", "separate"], default="auto",
                    help="decode: the GeGLU folded into the down product ('before'), the gate/up product ('after'), "
                         "or a dispatch of its own ('separate'); A/B runs (default auto)")
+    p.add_argument("--decode-dot", choices=["auto", "int8", "float"], default="auto",
+                   help="decode products of q8_0/q4_0 weights on the integer dot product with int8 x ('int8', "
+                        "where the device has it), or with fp32 x ('float'); A/B runs (default auto)")
     p.add_argument("--weight-part-mb", type=int, default=None,
                    help="upload weights in row parts of at most this many MiB (default: Engine.WEIGHT_PART_BYTES; "
                         "A/B runs of the part size)")

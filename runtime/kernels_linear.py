@@ -29,6 +29,10 @@ def coop_shared_bytes(v: dict) -> int:
 
 class LinearOps:
     portable_only = False       # True: never the cooperative-matrix matmul (tests of the portable one, A/B runs)
+    # decode products of q8_0/q4_0 weights: 'int8' on the integer dot product (matvec_dot: x rounded to
+    # int8 per chunk), 'float' (matvec: fp32 x), 'auto' (int8 where the device and the build have it)
+    decode_dot = "auto"
+    DOT_FORMATS = ("q8_0", "q4_0")
     # -- matrix products ------------------------------------------------------------------------
     def buckets(self, fmt: str) -> list[int]:
         """The prefill buckets built for weight format ``fmt``, ascending."""
@@ -80,9 +84,37 @@ class LinearOps:
                 self._dispatch_1d(rec, self.program("split_sum"), {"part": part, "y": y},
                                   {"T": T, "rows": p.rows, "row0": p.row0, "ldy": W.N, "splits": splits}, T * p.rows)
 
+    def matvec_choice(self, fmt: str) -> tuple[str, str]:
+        """(op, why) of the plain-input decode product of ``fmt`` weights: 'matvec_dot' (integer dot
+        products on int8 x) or 'matvec' (fp32 x), per ``decode_dot``; why says which and, for matvec
+        under 'auto', what matvec_dot lacks."""
+        if self.decode_dot not in ("auto", "int8", "float"):
+            raise GemforgeError(f"decode_dot = {self.decode_dot!r}", "use auto, int8 or float")
+        key = ("matvec-choice", fmt, self.decode_dot)
+        if key not in self._cache:
+            if fmt not in self.DOT_FORMATS or self.decode_dot == "float":
+                out = ("matvec", "fp32 x" + ("" if fmt in self.DOT_FORMATS else f" ({fmt} has no integer-dot kernel)"))
+            else:
+                arts = [a for a in self.manifest.artifacts.values() if a.op == "matvec_dot" and a.axes.get("format") == fmt]
+                missing = sorted(set(arts[0].extra.get("requires", ())) - self.device.info.features) if arts else []
+                if arts and not missing:
+                    out = ("matvec_dot", "int8 x on the integer dot product")
+                else:
+                    why = (f"{self.device.info.name} lacks {', '.join(missing)}" if arts
+                           else "matvec_dot kernels not built: run `make kernels`")
+                    if self.decode_dot == "int8":
+                        raise GemforgeError(f"decode products on the integer dot product: {why}",
+                                            "use decode_dot 'auto' or 'float' (bench --decode-dot)")
+                    out = ("matvec", f"fp32 x ({why})")
+            self._cache[key] = out
+        return self._cache[key]
+
     def _matvec(self, rec: Recording, W: Weight, input: str, bufs: dict, eps: float = 0.0, out: str = "plain") -> None:
-        """One matvec dispatch per part of W (the variant of ``input`` and ``out``), ``bufs`` besides the weight."""
-        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input=input, out=out)
+        """One matvec dispatch per part of W (the variant of ``input`` and ``out``), ``bufs`` besides the
+        weight; plain input of q8_0/q4_0 weights on matvec_dot where matvec_choice says."""
+        op = self.matvec_choice(W.fmt)[0] if input == "plain" and out in ("plain", "geglu") else "matvec"
+        axes = {"format": W.fmt, "out": out} if op == "matvec_dot" else {"format": W.fmt, "input": input, "out": out}
+        prog = self.program(op, small=self.is_small(W), **axes)
         R = prog.artifact.values["rows_per_wg"] * prog.artifact.values["row_groups"]
         if out == "geglu":      # R / 2 outputs per row group: gate and up rows in equal numbers
             grids = [groups_2d(cdiv(p.rows // 2, R // 2)) for p in W.parts]
@@ -145,6 +177,8 @@ class LinearOps:
         """Whether linear_geglu_after takes W: gate and up rows in one part, and the variant built."""
         try:
             self.program("matvec", small=self.is_small(W), format=W.fmt, input="plain", out="geglu")
+            if self.matvec_choice(W.fmt)[0] == "matvec_dot":
+                self.program("matvec_dot", small=self.is_small(W), format=W.fmt, out="geglu")
         except GemforgeError:
             return False
         return len(W.parts) == 1 and W.N % 2 == 0

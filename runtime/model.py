@@ -427,6 +427,12 @@ class Model:
         """Which prefill matrix product this device runs, and why (cooperative matrix or portable)."""
         return self.engine.k.prefill_matmul(self.engine.fmt)
 
+    @property
+    def decode_products(self) -> str:
+        """What the decode matrix-vector products compute with, and why (int8 x on the integer dot product
+        or fp32 x)."""
+        return self.engine.k.matvec_choice(self.engine.fmt)[1]
+
     def placement_summary(self) -> str:
         return f"placement {self.placement}: every op on {self.device_summary}"
 

@@ -26,8 +26,8 @@ from .cli import register
 from .errors import DeviceError, GemforgeError
 
 # op -> (rows T per call, axes beyond the format, rows of the numpy check)
-TUNABLE = {"matvec": (1, {"input": "plain", "out": "plain"}, 1), "matmul": (256, {"bucket": 256}, 200),
-            "matmul_coop": (256, {"bucket": 256}, 200)}
+TUNABLE = {"matvec": (1, {"input": "plain", "out": "plain"}, 1), "matvec_dot": (1, {"out": "plain"}, 1),
+            "matmul": (256, {"bucket": 256}, 200), "matmul_coop": (256, {"bucket": 256}, 200)}
 
 EXAMPLES = """examples:
   gemforge kernels --tune-candidates matvec --tune-candidates matmul:bucket=256   # where glslc is
@@ -100,6 +100,7 @@ def cmd_tune(args) -> int:
     dev = Device(args.device)
     k = Kernels(dev)
     k.portable_only = op == "matmul"        # linear() must run the op being tuned
+    k.decode_dot = "int8" if op == "matvec_dot" else "float"
     if op == "matmul_coop":
         chosen, why = k.matmul_choice(args.weights.split(",")[0], 256)
         if chosen != "matmul_coop":

@@ -86,6 +86,8 @@ class DeviceInfo:
     # (M, N, K, A type, C type) the driver lists, e.g. (16, 16, 16, 'f16', 'f32')
     cooperative_matrix: bool = False
     coopmat_shapes: tuple = ()
+    # VK_KHR_shader_integer_dot_product (core in Vulkan 1.3) with its feature bit: SPIR-V OpSDot/OpSUDot
+    integer_dot: bool = False
 
     @property
     def features(self) -> frozenset:
@@ -100,6 +102,8 @@ class DeviceInfo:
             f.add("int8")
         if self.subgroup_size == 32:
             f.add("subgroup32")
+        if self.integer_dot:
+            f.add("int_dot")
         return frozenset(f)
 
     @property
@@ -159,6 +163,9 @@ _COMPONENT = {0: "f16", 1: "f32", 2: "f64", 3: "s8", 4: "s16", 5: "s32", 6: "s64
               10: "u64", 1000141000: "bf16"}
 
 
+INTEGER_DOT_EXT = "VK_KHR_shader_integer_dot_product"
+
+
 def _coopmat_shapes(pd) -> tuple:
     """Subgroup-scope KHR cooperative-matrix shapes as (M, N, K, A type, C type); () if not queryable."""
     try:
@@ -185,12 +192,17 @@ def _info(index: int, pd) -> DeviceInfo:
     has_cm = "VK_KHR_cooperative_matrix" in exts
     fcm = vk.VkPhysicalDeviceCooperativeMatrixFeaturesKHR(
         sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR) if has_cm else None
+    has_dot = INTEGER_DOT_EXT in exts
+    fdot = vk.VkPhysicalDeviceShaderIntegerDotProductFeatures(
+        sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES,
+        pNext=fcm if has_cm else vk.ffi.NULL) if has_dot else None
     f12 = vk.VkPhysicalDeviceVulkan12Features(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-                                              pNext=fcm if has_cm else vk.ffi.NULL)
+                                              pNext=fdot if has_dot else (fcm if has_cm else vk.ffi.NULL))
     f11 = vk.VkPhysicalDeviceVulkan11Features(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, pNext=f12)
     f2 = vk.VkPhysicalDeviceFeatures2(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, pNext=f11)
     vk.vkGetPhysicalDeviceFeatures2(pd, f2)
     cm = bool(has_cm and fcm.cooperativeMatrix)
+    dot = bool(has_dot and fdot.shaderIntegerDotProduct)
     mem = vk.vkGetPhysicalDeviceMemoryProperties(pd)
     local = sum(mem.memoryHeaps[i].size for i in range(mem.memoryHeapCount)
                 if mem.memoryHeaps[i].flags & vk.VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
@@ -209,7 +221,7 @@ def _info(index: int, pd) -> DeviceInfo:
         shader_int8=bool(f12.shaderInt8), shader_float16=bool(f12.shaderFloat16),
         storage_8bit=bool(f12.storageBuffer8BitAccess), storage_16bit=bool(f11.storageBuffer16BitAccess),
         extensions=exts, vulkan_memory_model=bool(f12.vulkanMemoryModel), cooperative_matrix=cm,
-        coopmat_shapes=_coopmat_shapes(pd) if cm else ())
+        coopmat_shapes=_coopmat_shapes(pd) if cm else (), integer_dot=dot)
 
 
 def list_devices() -> list[DeviceInfo]:
@@ -560,11 +572,16 @@ class Device:
         qinfo = vk.VkDeviceQueueCreateInfo(sType=vk.VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
                                            queueFamilyIndex=self.family, queueCount=1, pQueuePriorities=[1.0])
         use_cm = "cooperative_matrix" in self.info.features
+        use_dot = self.info.integer_dot
         fcm = vk.VkPhysicalDeviceCooperativeMatrixFeaturesKHR(
             sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR,
             cooperativeMatrix=True) if use_cm else None
+        fdot = vk.VkPhysicalDeviceShaderIntegerDotProductFeatures(
+            sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES,
+            pNext=fcm if use_cm else vk.ffi.NULL, shaderIntegerDotProduct=True) if use_dot else None
+        exts = (["VK_KHR_cooperative_matrix"] if use_cm else []) + ([INTEGER_DOT_EXT] if use_dot else [])
         f12 = vk.VkPhysicalDeviceVulkan12Features(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-                                                  pNext=fcm if use_cm else vk.ffi.NULL,
+                                                  pNext=fdot if use_dot else (fcm if use_cm else vk.ffi.NULL),
                                                   vulkanMemoryModel=self.info.vulkan_memory_model,
                                                   shaderInt8=self.info.shader_int8,
                                                   shaderFloat16=self.info.shader_float16,
@@ -574,8 +591,7 @@ class Device:
         f2 = vk.VkPhysicalDeviceFeatures2(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, pNext=f11)
         self.handle = _vkcall("vkCreateDevice", vk.vkCreateDevice, self.physical, vk.VkDeviceCreateInfo(
             sType=vk.VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, pNext=f2, queueCreateInfoCount=1, pQueueCreateInfos=[qinfo],
-            enabledExtensionCount=1 if use_cm else 0,
-            ppEnabledExtensionNames=["VK_KHR_cooperative_matrix"] if use_cm else None),
+            enabledExtensionCount=len(exts), ppEnabledExtensionNames=exts or None),
             None, device_name=self.info.name)
         self.queue = vk.vkGetDeviceQueue(self.handle, self.family, 0)
         self._cmd_pool = vk.vkCreateCommandPool(self.handle, vk.VkCommandPoolCreateInfo(

@@ -43,8 +43,12 @@ def device():
 
 @pytest.fixture(scope="session")
 def kernels(device, build):
+    """Kernels of the build. Decode products run on fp32 x (decode_dot 'float'): the op tests hold matvec to
+    fp32 precision; tests/ops/test_matvec_dot.py switches to the integer-dot kernel."""
     from gemforge.runtime.kernels import Kernels
-    return Kernels(device, build)
+    k = Kernels(device, build)
+    k.decode_dot = "float"
+    return k
 
 
 @pytest.fixture
@@ -85,6 +89,7 @@ def candidate_kernels(device, tmp_dir, op: str, filters: list[dict], also: tuple
     else:
         bd = paths.build_dir()
     k = Kernels(device, bd, mf.load(bd))
+    k.decode_dot = "float"          # candidates of matvec, not matvec_dot
     k.candidates_built_here = built_here
     return k
 

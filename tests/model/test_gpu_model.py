@@ -106,6 +106,8 @@ def test_cli_france_f32(model_path, build):
     assert ("hardware" in summary) or ("SOFTWARE" in summary)
     # the prefill matrix product it ran, and why (lavapipe: the portable one, lacking cooperative matrix)
     assert "prefill: cooperative-matrix matmul" in summary or "prefill: portable matmul (" in summary
+    # and what the decode products compute with (f32 weights: fp32 x, no integer-dot kernel for them)
+    assert "decode products: fp32 x (f32 has no integer-dot kernel)" in summary
 
 
 def test_buckets_and_chunks_give_the_same_tokens(models, goldens):

@@ -41,7 +41,7 @@ CASES = {
     "unknown-feature": (
         "configs/ops/scale.yaml", SCALE_YAML + "requires: [tensor_cores]\n",
         "{root}/configs/ops/scale.yaml: op 'scale', field 'requires': unknown device feature 'tensor_cores'",
-        "use one of cooperative_matrix, float16, int8, subgroup32"),
+        "use one of cooperative_matrix, float16, int8, subgroup32, int_dot"),
     "wrong-type": (
         "configs/ops/scale.yaml", SCALE_YAML.replace("  wg_size: 64", "  wg_size: [64]"),
         "{root}/configs/ops/scale.yaml: op 'scale', field 'params.wg_size': default must be a number or string, "
