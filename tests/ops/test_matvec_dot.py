@@ -34,22 +34,25 @@ def dot_kernels(kernels):
     kernels.decode_dot = "float"
 
 
-def emulate(x, w, fmt):
-    """What matvec_dot computes, in float64 from the exact integers."""
+def emulate(x, w, fmt, terms: int = 2):
+    """What matvec_dot computes, from the exact integers: per chunk v = x / max|x| * 127 (fp32, as the
+    kernel), xq = round(v), xr = round((v - xq) * 254) (two terms), x ~ (xq + xr / 254) * max|x| / 127."""
     N, K = w.shape
     C = CHUNK[fmt]
     Kp = -(-K // C) * C
-    xp = np.zeros(Kp, np.float64)
+    xp = np.zeros(Kp, np.float32)
     xp[:K] = x
     xc = xp.reshape(-1, C)
     amax = np.abs(xc).max(axis=1)
-    inv = np.where(amax > 0, 1.0 / np.where(amax > 0, amax, 1), 0.0)
-    xq = np.round(np.clip(xc * inv[:, None], -1, 1) * 127)           # packSnorm4x8
-    dx = amax / 127
+    inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    v = xc * inv[:, None]
+    xq = np.round(v)
+    xr = np.round((v - xq) * np.float32(254)) if terms == 2 else 0 * v
+    xe = (xq.astype(np.float64) + xr / 254.0) * (amax.astype(np.float64) / 127)[:, None]
     wq = formats.quantize_roundtrip(w, fmt).astype(np.float64)       # scale * (q - offset), exact
     wp = np.zeros((N, Kp), np.float64)
     wp[:, :K] = wq
-    return (wp.reshape(N, -1, C) * (xq * dx[:, None])[None]).sum(axis=(1, 2))
+    return (wp.reshape(N, -1, C) * xe[None]).sum(axis=(1, 2))
 
 
 def run(device, kernels, W, x, out="plain"):
@@ -78,7 +81,8 @@ def test_matvec_dot(device, dot_kernels, rng, fmt, N, K):
     W = upload_weight(device, w, fmt, "w")
     y, names = run(device, dot_kernels, W, x)
     assert names == [f"matvec_dot_{fmt}"]
-    assert_close(y, emulate(x, w, fmt), 2e-5, f"matvec_dot {fmt} {N}x{K} vs its emulation")
+    terms = dot_kernels.program("matvec_dot", small=dot_kernels.is_small(W), format=fmt, out="plain").artifact.values["x_terms"]
+    assert_close(y, emulate(x, w, fmt, terms), 2e-5, f"matvec_dot {fmt} {N}x{K} vs its emulation")
     want = ref.linear(x[None], formats.quantize_roundtrip(w, fmt))[0]
     assert_close(y, want, TOL[fmt], f"matvec_dot {fmt} {N}x{K} vs the fp32 product")
 
