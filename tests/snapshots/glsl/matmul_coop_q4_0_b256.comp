@@ -46,8 +46,8 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 // WM x WN of it as (WM/16) x (WN/16) 16x16 fp32 accumulators. Per K step of TK the workgroup stages
 // x (fp32 -> fp16) and W (dequantized with its block scale -> fp16) in shared memory, k contiguous
 // per row; A fragments load row-major from the x tile, B fragments column-major from the W tile.
-// Global loads run 1 step(s) ahead into registers (one shared stage): step s + P is issued
-// before step s's products, so its latency hides behind the tensor-core work of P steps.
+// The next step's global loads are issued into registers before this step's products, so their
+// latency hides behind the tensor-core work (one shared stage, register double buffering).
 // A staging item is a 16-byte chunk (16 weights), or for q4_0 half of one (8 bytes, 16 weights): with whole
 // 32-weight chunks a tile_k of 32 gave one chunk per row, so half the threads decoded every weight.
 // Results pass through a per-subgroup 16x16 shared tile so rows >= T and outputs >= rows are
@@ -93,48 +93,17 @@ void main() {
     CM_C acc[FM * FN];
     [[unroll]] for (uint i = 0u; i < FM * FN; i++) acc[i] = CM_C(0.0);
 
-    // P = 1 register sets: step s is loaded into set s % P while step s - P is computed,
-    // so a global load has P - 1 steps of products besides its own to arrive in (the loop body is
-    // unrolled P times: each set is a named register array)
-    const uint nsteps = (kend - kbeg + TK - 1u) / TK;
-    vec4 xr0[XI];
-    uvec2 wr0[WI];
-    float wd0[WI];
-            {   // global loads of step 0 (of this split's K range) into registers 0
-                const uint k0 = kbeg + (0) * TK;
-                [[unroll]] for (uint i = 0u; i < XI; i++) {
-                    const uint l = tid + i * NT;
-                    const uint gm = m0 + l / (TK / 4u), gk = k0 + 4u * (l % (TK / 4u));
-                    vec4 v = vec4(0.0);
-                    if (l < TM * (TK / 4u) && gm < pc.T) {
-                        if (kvec && gk < kend) {
-                            v = x4[(gm * pc.K + gk) >> 2u];
-                        } else {
-                            [[unroll]] for (uint e = 0u; e < 4u; e++)
-                                if (gk + e < kend) v[e] = x[gm * pc.K + gk + e];
-                        }
-                    }
-                    xr0[i] = v;
-                }
-                [[unroll]] for (uint i = 0u; i < WI; i++) {
-                    const uint l = tid + i * NT;
-                    const uint gn = min(n0 + l / CK, pc.rows - 1u), gi = k0 / IW + l % CK, gc = gi * IW / WE;
-                    if (l < TN * CK && gi * IW < Kp) {
-                        wr0[i] = w2[2u * w_chunk(gn, gc, Kp) + (gi & 1u)];
-                        wd0[i] = w_scale(gn, gc, pc.rows, Kp);
-                    } else {
-                        wr0[i] = uvec2(0u);
-                        wd0[i] = 0.0;          // zero scale: chunks past Kp contribute nothing
-                    }
-                }
-            }
+    vec4 xr[XI];                  // the next step's x and W, in registers
+    uvec2 wr[WI];
+    float wd[WI];
+    [[unroll]] for (uint i = 0u; i < XI; i++) xr[i] = vec4(0.0);
+    [[unroll]] for (uint i = 0u; i < WI; i++) { wr[i] = uvec2(0u); wd[i] = 0.0; }
 
-    for (uint s = 0u; s < nsteps; s += 1u) {
-        if (s + 0u < nsteps) {            // uniform
-            // stage step from registers 0: x to fp16, W dequantized with its block scale
+    for (uint k0 = kbeg; k0 < kend + TK; k0 += TK) {
+        if (k0 > kbeg) {                                        // stage step k0 - TK from registers
             [[unroll]] for (uint i = 0u; i < XI; i++) {
                 const uint l = tid + i * NT;
-                if (l < TM * (TK / 4u)) As[(l / (TK / 4u)) * LD + l % (TK / 4u)] = f16vec4(xr0[i]);
+                if (l < TM * (TK / 4u)) As[(l / (TK / 4u)) * LD + l % (TK / 4u)] = f16vec4(xr[i]);
             }
             [[unroll]] for (uint i = 0u; i < WI; i++) {
                 const uint l = tid + i * NT;
@@ -142,45 +111,42 @@ void main() {
                     const uint n = l / CK, c = l % CK;
                     vec4 v[IV];                 // nibble q of element 8h+j in bits 4j.. of word h, as 2^23 + q
                     [[unroll]] for (uint h = 0u; h < 2u; h++) {
-                        v[2u * h] = uintBitsToFloat(((uvec4(wr0[i][h]) >> uvec4(0u, 4u, 8u, 12u)) & 15u) | MAGIC_2_23) - 8388608.0;
-                        v[2u * h + 1u] = uintBitsToFloat(((uvec4(wr0[i][h]) >> uvec4(16u, 20u, 24u, 28u)) & 15u) | MAGIC_2_23) - 8388608.0;
+                        v[2u * h] = uintBitsToFloat(((uvec4(wr[i][h]) >> uvec4(0u, 4u, 8u, 12u)) & 15u) | MAGIC_2_23) - 8388608.0;
+                        v[2u * h + 1u] = uintBitsToFloat(((uvec4(wr[i][h]) >> uvec4(16u, 20u, 24u, 28u)) & 15u) | MAGIC_2_23) - 8388608.0;
                     }
-                    [[unroll]] for (uint j = 0u; j < IV; j++) Bs[n * LD + c * IV + j] = f16vec4((v[j] - W_OFFSET) * wd0[i]);
+                    [[unroll]] for (uint j = 0u; j < IV; j++) Bs[n * LD + c * IV + j] = f16vec4((v[j] - W_OFFSET) * wd[i]);
                 }
             }
-
             barrier();
-            if (s + 1u < nsteps) {
-            {   // global loads of step s + 1u (of this split's K range) into registers 0
-                const uint k0 = kbeg + (s + 1u) * TK;
-                [[unroll]] for (uint i = 0u; i < XI; i++) {
-                    const uint l = tid + i * NT;
-                    const uint gm = m0 + l / (TK / 4u), gk = k0 + 4u * (l % (TK / 4u));
-                    vec4 v = vec4(0.0);
-                    if (l < TM * (TK / 4u) && gm < pc.T) {
-                        if (kvec && gk < kend) {
-                            v = x4[(gm * pc.K + gk) >> 2u];
-                        } else {
-                            [[unroll]] for (uint e = 0u; e < 4u; e++)
-                                if (gk + e < kend) v[e] = x[gm * pc.K + gk + e];
-                        }
-                    }
-                    xr0[i] = v;
-                }
-                [[unroll]] for (uint i = 0u; i < WI; i++) {
-                    const uint l = tid + i * NT;
-                    const uint gn = min(n0 + l / CK, pc.rows - 1u), gi = k0 / IW + l % CK, gc = gi * IW / WE;
-                    if (l < TN * CK && gi * IW < Kp) {
-                        wr0[i] = w2[2u * w_chunk(gn, gc, Kp) + (gi & 1u)];
-                        wd0[i] = w_scale(gn, gc, pc.rows, Kp);
+        }
+        if (k0 < kend) {                                        // issue step k0's global loads
+            [[unroll]] for (uint i = 0u; i < XI; i++) {
+                const uint l = tid + i * NT;
+                const uint gm = m0 + l / (TK / 4u), gk = k0 + 4u * (l % (TK / 4u));
+                vec4 v = vec4(0.0);
+                if (l < TM * (TK / 4u) && gm < pc.T) {
+                    if (kvec && gk < kend) {
+                        v = x4[(gm * pc.K + gk) >> 2u];
                     } else {
-                        wr0[i] = uvec2(0u);
-                        wd0[i] = 0.0;          // zero scale: chunks past Kp contribute nothing
+                        [[unroll]] for (uint e = 0u; e < 4u; e++)
+                            if (gk + e < kend) v[e] = x[gm * pc.K + gk + e];
                     }
                 }
+                xr[i] = v;
             }
-
+            [[unroll]] for (uint i = 0u; i < WI; i++) {
+                const uint l = tid + i * NT;
+                const uint gn = min(n0 + l / CK, pc.rows - 1u), gi = k0 / IW + l % CK, gc = gi * IW / WE;
+                if (l < TN * CK && gi * IW < Kp) {
+                    wr[i] = w2[2u * w_chunk(gn, gc, Kp) + (gi & 1u)];
+                    wd[i] = w_scale(gn, gc, pc.rows, Kp);
+                } else {
+                    wr[i] = uvec2(0u);
+                    wd[i] = 0.0;          // zero scale: chunks past Kp contribute nothing
+                }
             }
+        }
+        if (k0 > kbeg) {                                        // products of step k0 - TK
             [[unroll]] for (uint kk = 0u; kk < TK; kk += 16u) {
                 CM_A a[FM];
                 CM_B b[FN];
@@ -191,7 +157,6 @@ void main() {
                 [[unroll]] for (uint i = 0u; i < FM; i++)
                     [[unroll]] for (uint j = 0u; j < FN; j++) acc[i * FN + j] = coopMatMulAdd(a[i], b[j], acc[i * FN + j]);
             }
-
             barrier();
         }
     }
