@@ -5,6 +5,11 @@
 
 Times each [N, K] weight of the model (synthetic values: speed depends on shape and format) with
 GPU timestamps over --reps back-to-back dispatches, after a warm-up submit; prints and writes JSON.
+--decode-dot picks the T = 1 kernel for q8_0/q4_0 (integer dot product or fp32 x).
+
+Caution (H200, driver 580): after several large weights had been freed and allocated again in one
+process, later timings came out up to 5x slower (q8_0 gate/up at T = 256: 1,000 -> 4,082 us), so run
+one format per process and distrust the shapes timed last (the head is timed last).
 """
 from __future__ import annotations
 
