@@ -28,9 +28,12 @@ EXAMPLES = """examples:
 
 
 def _git_rev() -> str:
+    """The checkout's commit, '-dirty' when tracked files differ from it (a copied tree whose .git is older
+    than its files says so rather than naming a commit it does not hold)."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or "unknown"
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
+                             text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+        return out or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -177,49 +177,45 @@ void product() {
     }
 }
 
-// h = r + y / rms(y) * nw, z = h / rms(h) * nw2 over y[0, N): the last workgroup's work. Each thread
-// keeps NK elements in registers, all their loads issued at once (index clamped, value zeroed past
-// N); a longer y (a small workgroup) has the rest read again from memory, h from this thread's writes.
-// No load follows a store inside the unrolled loops: the compiler may not move a load above a store
-// to another binding (they could alias), so interleaving them serializes the loads (27B: ~45 us).
+// h = r + y / rms(y) * nw, z = h / rms(h) * nw2 over y[0, N): the last workgroup's work
+// (add_norm.glsl.j2: NK elements per thread in registers, the rest of y read again).
 void add_norm_tail(uint tid) {
-    const uint NR = NK * WG;    // elements held in registers
-    float v[NK];
+    float v[42];
     float ss = 0.0;
-    [[unroll]] for (uint j = 0u; j < NK; j++) {
+    [[unroll]] for (uint j = 0u; j < 42u; j++) {
         const uint i = tid + j * WG;
         const float e = y[min(i, pc.N - 1u)];
         v[j] = i < pc.N ? e : 0.0;
         ss += v[j] * v[j];
     }
-    for (uint i = tid + NR; i < pc.N; i += WG) ss += y[i] * y[i];
+    for (uint i = tid + 42u * WG; i < pc.N; i += WG) {
+        const float e = y[i];
+        ss += e * e;
+    }
     const float inv = inversesqrt(wg_sum(ss, 0u) / float(pc.N) + pc.eps);
     float ss2 = 0.0;
-    [[unroll]] for (uint j = 0u; j < NK; j++) {
+    [[unroll]] for (uint j = 0u; j < 42u; j++) {
         const uint i = tid + j * WG;
         const uint ic = min(i, pc.N - 1u);
         const float ri = r[ic], wi = nw[ic];
         v[j] = i < pc.N ? ri + v[j] * inv * wi : 0.0;
         ss2 += v[j] * v[j];
     }
-    for (uint i = tid + NR; i < pc.N; i += WG) {
-        const float hi = r[i] + y[i] * inv * nw[i];
-        ss2 += hi * hi;
+    float w2v[42];
+    [[unroll]] for (uint j = 0u; j < 42u; j++) w2v[j] = nw2[min(tid + j * WG, pc.N - 1u)];
+    for (uint i = tid + 42u * WG; i < pc.N; i += WG) {
+        const float h = r[i] + y[i] * inv * nw[i];
+        ss2 += h * h;
     }
     const float inv2 = inversesqrt(wg_sum(ss2, 1u) / float(pc.N) + pc.eps);
     [[unroll]] for (uint j = 0u; j < NK; j++) {
         const uint i = tid + j * WG;
-        if (i < pc.N) h[i] = v[j];
+        if (i < pc.N) {
+            h[i] = v[j];
+            z[i] = v[j] * inv2 * w2v[j];
+        }
     }
-    [[unroll]] for (uint j = 0u; j < NK; j++) {
-        const uint i = tid + j * WG;
-        v[j] = v[j] * inv2 * nw2[min(i, pc.N - 1u)];
-    }
-    [[unroll]] for (uint j = 0u; j < NK; j++) {
-        const uint i = tid + j * WG;
-        if (i < pc.N) z[i] = v[j];
-    }
-    for (uint i = tid + NR; i < pc.N; i += WG) {
+    for (uint i = tid + NK * WG; i < pc.N; i += WG) {
         const float hi = r[i] + y[i] * inv * nw[i];
         h[i] = hi;
         z[i] = hi * inv2 * nw2[i];

@@ -122,27 +122,26 @@ void product() {
         const uint cu = min(lt + u * GT, nchunk - 1u);
         [[unroll]] for (uint i = 0u; i < R; i++) qs[u][i] = w[w_chunk(rw[i], cu, Kp)];
     }
-    {   // h and the vector, every load issued at once (indices clamped, values zeroed past K)
-        float v[NK];
+    {   // h and the vector (add_norm.glsl.j2: every load issued at once, stores after)
+        float v[36];
         float ss = 0.0;
-        [[unroll]] for (uint j = 0u; j < NK; j++) {
+        [[unroll]] for (uint j = 0u; j < 36u; j++) {
             const uint i = tid + j * WG;
             const float e = x1[min(i, pc.K - 1u)];
             v[j] = i < pc.K ? e : 0.0;
             ss += v[j] * v[j];
         }
         const float inv = inversesqrt(wg_sum(ss, 0u) / float(pc.K) + pc.eps);
-        // loads only in the unrolled loops (a load after a store to another binding waits for it)
         float ss2 = 0.0;
-        [[unroll]] for (uint j = 0u; j < NK; j++) {
+        [[unroll]] for (uint j = 0u; j < 36u; j++) {
             const uint i = tid + j * WG;
             const uint ic = min(i, pc.K - 1u);
             const float ri = r[ic], wi = nw[ic];
             v[j] = i < pc.K ? ri + v[j] * inv * wi : 0.0;
             ss2 += v[j] * v[j];
         }
-        float w2v[NK];
-        [[unroll]] for (uint j = 0u; j < NK; j++) w2v[j] = nw2[min(tid + j * WG, pc.K - 1u)];
+        float w2v[36];
+        [[unroll]] for (uint j = 0u; j < 36u; j++) w2v[j] = nw2[min(tid + j * WG, pc.K - 1u)];
         const float inv2 = inversesqrt(wg_sum(ss2, 1u) / float(pc.K) + pc.eps);
         if (wg0 == 0u) {
             [[unroll]] for (uint j = 0u; j < NK; j++) {

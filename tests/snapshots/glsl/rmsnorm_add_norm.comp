@@ -55,36 +55,35 @@ void main() {
     const uint lo = slice * pc.L / pc.slices, hi = (slice + 1u) * pc.L / pc.slices;   // the elements it writes
     const uint tid = gl_LocalInvocationID.x;
     const uint base = row * pc.L;
-    float v[NPT];
+    float v[11];
     float ss = 0.0;
-    [[unroll]] for (uint j = 0u; j < NPT; j++) {
+    [[unroll]] for (uint j = 0u; j < 11u; j++) {
         const uint i = tid + j * WG;
         const float e = x[base + min(i, pc.L - 1u)];
         v[j] = i < pc.L ? e : 0.0;
         ss += v[j] * v[j];
     }
-    for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
+    for (uint i = tid + 11u * WG; i < pc.L; i += WG) {
         const float e = x[base + i];
         ss += e * e;
     }
     const float inv = inversesqrt(wg_sum(ss, 0u) / float(pc.L) + pc.eps);
-    // h = r + x * inv * w, kept in v for the second norm
+    // h = r + x * inv * w, kept in v for the second norm; then y = h and z = norm(h) * w2 (y is
+    // write-only: past the registers, h is recomputed)
     float ss2 = 0.0;
-    [[unroll]] for (uint j = 0u; j < NPT; j++) {
+    [[unroll]] for (uint j = 0u; j < 11u; j++) {
         const uint i = tid + j * WG;
         const uint ic = min(i, pc.L - 1u);
         const float ri = r[base + ic], wi = w[ic];
         v[j] = i < pc.L ? ri + v[j] * inv * wi : 0.0;
         ss2 += v[j] * v[j];
     }
-    float w2v[NPT];
-    [[unroll]] for (uint j = 0u; j < NPT; j++) w2v[j] = w2[min(tid + j * WG, pc.L - 1u)];
-    for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
+    float w2v[11];
+    [[unroll]] for (uint j = 0u; j < 11u; j++) w2v[j] = w2[min(tid + j * WG, pc.L - 1u)];
+    for (uint i = tid + 11u * WG; i < pc.L; i += WG) {
         const float h = r[base + i] + x[base + i] * inv * w[i];
-        if (i >= lo && i < hi) y[base + i] = h;
         ss2 += h * h;
     }
-    // z = norm(h) * w2 (y is write-only: h comes from registers, or is recomputed beyond them)
     const float inv2 = inversesqrt(wg_sum(ss2, 1u) / float(pc.L) + pc.eps);
     store_slice(v, base, lo, hi);
     [[unroll]] for (uint j = 0u; j < NPT; j++) {
@@ -93,6 +92,9 @@ void main() {
     }
     for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
         const float h = r[base + i] + x[base + i] * inv * w[i];
-        if (i >= lo && i < hi) z[base + i] = h * inv2 * w2[i];
+        if (i >= lo && i < hi) {
+            y[base + i] = h;
+            z[base + i] = h * inv2 * w2[i];
+        }
     }
 }

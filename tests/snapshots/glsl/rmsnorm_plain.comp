@@ -52,15 +52,15 @@ void main() {
     const uint lo = slice * pc.L / pc.slices, hi = (slice + 1u) * pc.L / pc.slices;   // the elements it writes
     const uint tid = gl_LocalInvocationID.x;
     const uint base = row * pc.L;
-    float v[NPT];
+    float v[11];
     float ss = 0.0;
-    [[unroll]] for (uint j = 0u; j < NPT; j++) {
+    [[unroll]] for (uint j = 0u; j < 11u; j++) {
         const uint i = tid + j * WG;
         const float e = x[base + min(i, pc.L - 1u)];
         v[j] = i < pc.L ? e : 0.0;
         ss += v[j] * v[j];
     }
-    for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
+    for (uint i = tid + 11u * WG; i < pc.L; i += WG) {
         const float e = x[base + i];
         ss += e * e;
     }
