@@ -39,9 +39,7 @@ def main() -> int:
             words, N, K = load_weights(default_model_path(), a.embed_format).matrix("token_embd.weight")
             eng = model.engine
             eng.embed = upload_packed_weight(eng.device, words, a.embed_format, N, K, "token_embd")
-            for rec in eng._steps.values():      # recorded steps bind the old table
-                rec.destroy()
-            eng._steps.clear()
+            eng.forget_steps()                   # recorded steps bind the old table
         agree = total = 0
         worst = 0.0
         flips = []

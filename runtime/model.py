@@ -193,10 +193,14 @@ class Engine:
         except GemforgeError:
             self.NORMS, self.GEGLU = old
             raise
+        self.forget_steps()
+        return folds
+
+    def forget_steps(self) -> None:
+        """Drop the recorded steps (they bind today's buffers and choices): the next run records anew."""
         for rec in self._steps.values():
             rec.destroy()
         self._steps.clear()
-        return folds
 
     def _row(self, b: Buffer, row: int, width: int, count: int = 1) -> View:
         """Rows [row, row + count) of a [*, width] fp32 buffer, as a bindable view."""

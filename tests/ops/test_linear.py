@@ -1,7 +1,8 @@
 """linear (matvec for T = 1, bucketed matmul for 1 < T <= 256) against the numpy reference, every format.
 
 Every T > 1 case runs twice: on the portable matmul and on the cooperative-matrix matmul
-(matmul_coop, fp16 inputs), the latter skipped where the device or the build lacks it.
+(matmul_coop, fp16 inputs), the latter skipped where the device or the build lacks it; T = 1 (the
+matrix-vector product, fp32 x: the kernels fixture's decode_dot) runs once.
 
 The reference multiplies by the exact values the device holds (formats.quantize_roundtrip /
 formats.unpack), so the tolerance (the spec's, relative to max |ref|) covers only the order of
@@ -25,9 +26,9 @@ SPECS = {op: load_spec(paths.configs_dir() / "ops" / f"{op}.yaml") for op in ("m
 SENTINEL = np.float32(-7.25e9)
 
 
-@pytest.fixture(params=["portable", "coopmat"], autouse=True)
+@pytest.fixture
 def impl(request, kernels):
-    """Which prefill matmul the test's T > 1 products use."""
+    """Which prefill matmul the test's T > 1 products use (parametrized indirectly: see ``cases``)."""
     if request.param == "coopmat":
         op, why = kernels.matmul_choice("q8_0", 256)
         if op != "matmul_coop":
@@ -35,6 +36,11 @@ def impl(request, kernels):
     kernels.portable_only = request.param == "portable"
     yield request.param
     kernels.portable_only = False
+
+
+def cases(Ts):
+    """(T, impl) pairs: every T > 1 on both matmuls, T = 1 (the matrix-vector product) once."""
+    return [pytest.param(T, i, id=f"T{T}-{i}") for T in Ts for i in ("portable", "coopmat") if T > 1 or i == "portable"]
 
 
 def _op(T: int, impl: str) -> str:
@@ -59,8 +65,6 @@ def make(rng, T, N, K):
 
 def run(device, kernels, W, x, T, pad_rows=0):
     """linear on the device; returns (y [T, N], the names of the dispatched kernels). Checks the padding."""
-    if T == 1 and not kernels.portable_only:
-        pytest.skip("T = 1 is the matrix-vector product, which has no cooperative-matrix variant")
     N = W.N
     bx = device.upload(x)
     by = device.upload(np.full((T + pad_rows, N), SENTINEL, np.float32))
@@ -74,7 +78,7 @@ def run(device, kernels, W, x, T, pad_rows=0):
     return y[:T], names
 
 
-@pytest.mark.parametrize("T", [1, 2, 17, 33, 100, 256])
+@pytest.mark.parametrize("T,impl", cases([1, 2, 17, 33, 100, 256]), indirect=["impl"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_and_bucket(device, kernels, rng, impl, fmt, T):
     """K = 1000: not a multiple of the tile nor of a 16-byte chunk of q8_0/q4_0; N = 77: odd."""
@@ -87,7 +91,7 @@ def test_every_format_and_bucket(device, kernels, rng, impl, fmt, T):
     assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T, impl), f"linear {fmt} T={T}")
 
 
-@pytest.mark.parametrize("T", [1, 17])
+@pytest.mark.parametrize("T,impl", cases([1, 17]), indirect=["impl"])
 @pytest.mark.parametrize("N,K", [(1, 100), (3, 32), (131, 40), (64, 96), (9, 5376)])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_awkward_shapes(device, kernels, rng, impl, fmt, N, K, T):
@@ -99,7 +103,7 @@ def test_awkward_shapes(device, kernels, rng, impl, fmt, N, K, T):
                  f"linear {fmt} {N}x{K} T={T}")
 
 
-@pytest.mark.parametrize("T", [1, 40])
+@pytest.mark.parametrize("T,impl", cases([1, 40]), indirect=["impl"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_split_weight(device, kernels, rng, impl, fmt, T):
     """A weight in row parts (as a vocabulary-sized head is): each part writes its own columns of y."""
@@ -114,12 +118,11 @@ def test_split_weight(device, kernels, rng, impl, fmt, T):
                  f"split linear {fmt} T={T}")
 
 
+@pytest.mark.parametrize("impl", ["coopmat"], indirect=True)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_split_k(device, kernels, rng, impl, fmt):
     """Few output tiles and a long K: the cooperative-matrix product splits K over workgroups and
     split_sum adds the partials (a K that is not a multiple of the split, nor of 32)."""
-    if impl != "coopmat":
-        pytest.skip("split K belongs to the cooperative-matrix matmul")
     N, K, T = 200, 4001, 100
     x, w = make(rng, T, N, K)
     W = upload_weight(device, w, fmt, "w")
