@@ -27,6 +27,7 @@ from typing import Callable
 from gemforge.runtime import paths
 from gemforge.runtime.config import model_configs
 from gemforge.runtime.errors import GemforgeError, SpecError, ToolError
+from gemforge.runtime.spirv import workgroup_bytes
 
 from . import manifest as mf
 from .render import environment, render, template_sources
@@ -181,16 +182,17 @@ def _workgroup(src: str) -> list[int]:
     return [wg["x"], wg["y"], wg["z"]]
 
 
-def _artifact(p: Planned, file: str, source: str) -> mf.Artifact:
+def _artifact(p: Planned, file: str, source: str, shared_bytes: int) -> mf.Artifact:
     spec = p.variant.spec
     pcs = [mf.PushField(c.name, c.type, 4 * i) for i, c in enumerate(spec.push_constants)]
+    extra = {"requires": list(spec.requires), "compiler": spec.compiler} if spec.requires else {}
     return mf.Artifact(
         name=p.name, op=spec.op, target="vulkan", file=file, source=source, values=dict(p.variant.values),
         axes=p.variant.axes,
         bindings=[{"binding": i, "name": b.name, "access": b.access} for i, b in enumerate(p.variant.bindings)],
         push_constants=pcs, push_size=4 * len(pcs), workgroup_size=_workgroup(p.source), hash=p.hash,
         tuning_key=p.variant.tuning_key,
-        extra={"requires": list(spec.requires), "compiler": spec.compiler} if spec.requires else {})
+        extra={**extra, "shared_bytes": shared_bytes})
 
 
 def compile_glsl(src_path: Path, out_path: Path, compiler: str = "glslc") -> None:
@@ -273,7 +275,8 @@ def _compile_all(planned: list[Planned], build_dir: Path, old: mf.Manifest, comp
     for p in planned:
         file, source = f"spirv/{p.name}.spv", f"src/{p.name}.comp"
         prev = old.artifacts.get(p.name)
-        if prev and prev.hash == p.hash and (build_dir / file).is_file() and (build_dir / source).is_file():
+        if prev and prev.hash == p.hash and (build_dir / file).is_file() and (build_dir / source).is_file() \
+                and "shared_bytes" in prev.extra:
             manifest.artifacts[p.name] = prev
         else:
             todo.append(p)
@@ -281,8 +284,9 @@ def _compile_all(planned: list[Planned], build_dir: Path, old: mf.Manifest, comp
     def one(p: Planned) -> mf.Artifact:
         src_path = build_dir / f"src/{p.name}.comp"
         mf.atomic_write(src_path, p.source.encode())
-        compile_glsl(src_path, build_dir / f"spirv/{p.name}.spv", p.variant.spec.compiler)
-        return _artifact(p, f"spirv/{p.name}.spv", f"src/{p.name}.comp")
+        spv = build_dir / f"spirv/{p.name}.spv"
+        compile_glsl(src_path, spv, p.variant.spec.compiler)
+        return _artifact(p, f"spirv/{p.name}.spv", f"src/{p.name}.comp", workgroup_bytes(spv.read_bytes(), p.name))
 
     failures: list[tuple[Planned, ToolError]] = []
     if todo:

