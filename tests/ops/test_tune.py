@@ -43,3 +43,28 @@ def test_tune_refuses_an_op_the_device_cannot_run(device, capsys):
     assert main(["tune", "--op", "matmul_coop", "--model", "270m", "--weights", "q8_0"]) != 0
     err = capsys.readouterr().err
     assert "--op matmul_coop: portable matmul (" in err and "lacks cooperative_matrix" in err
+
+
+def test_tune_matvec_dot(device, tmp_path, monkeypatch):
+    """The integer-dot product's sweep: its candidates run on int8 x (decode_dot 'int8'), its out-geglu
+    sibling takes the winner's values."""
+    if shutil.which("glslc") is None:
+        pytest.skip("no glslc here to build the tuning candidates")
+    if "int_dot" not in device.info.features:
+        pytest.skip(f"{device.info.name} has no integer dot product (VK_KHR_shader_integer_dot_product)")
+    from gemforge.gen.build import build
+    bd = tmp_path / "build"
+    build(bd, ops={"matvec", "matvec_dot"},
+          tune_ops={"matvec_dot": [{"format": "q4_0", "out": "plain", "wg_size": "32", "rows_per_wg": "4"}]},
+          log=lambda s: None)
+    monkeypatch.setenv("GEMFORGE_BUILD_DIR", str(bd))
+    out = tmp_path / "tuning.yaml"
+    rc = main(["tune", "--op", "matvec_dot", "--model", "270m", "--weights", "q4_0", "--size-class", "small",
+               "--reps", "2", "--out", str(out)])
+    assert rc == 0
+    doc = yaml.safe_load(out.read_text())
+    entries = doc["entries"]["matvec_dot"]
+    assert entries["matvec_dot_q4_0"] == entries["matvec_dot_q4_0_to_geglu"]
+    m = doc["measured"]["matvec_dot_q4_0"]
+    assert entries["matvec_dot_q4_0"] == m["params"] and m["candidates"] == 13     # the default and 12 candidates
+    assert m["best_ms_per_token"] <= m["default_ms_per_token"]

@@ -9,6 +9,7 @@ import pytest
 
 from gemforge.gen import build as gb
 from gemforge.gen import manifest as mf
+from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import Kernels
 from gemforge.runtime.vulkan import DeviceInfo
 from tests.unit.conftest import SCALE_YAML
@@ -65,6 +66,7 @@ def test_cooperative_matrix_needs_the_extension_the_memory_model_fp16_and_the_f1
 
 def test_other_features():
     assert _info().features == {"cooperative_matrix", "float16", "int8", "subgroup32"}
+    assert "int_dot" in _info(integer_dot=True).features
     assert "subgroup32" not in _info(subgroup_size=64).features
     assert "int8" not in _info(storage_8bit=False).features
 
@@ -117,3 +119,27 @@ def test_k_splits(tiles, K, tile_k, want):
     splits, kchunk = k.k_splits(tiles, K, tile_k)
     assert (splits, kchunk) == want
     assert kchunk % tile_k == 0 and (splits - 1) * kchunk < K <= splits * kchunk
+
+
+def _dot_art(fmt="q4_0"):
+    return mf.Artifact(name=f"matvec_dot_{fmt}", op="matvec_dot", target="vulkan", file="", source="", values={},
+                       axes={"format": fmt, "out": "plain"}, bindings=[], push_constants=[], push_size=0,
+                       workgroup_size=[128, 1, 1], hash="", extra={"requires": ["int_dot"], "shared_bytes": 0})
+
+
+def test_matvec_choice_says_which_kernel_and_why():
+    k = _kernels(_info(integer_dot=True), [_dot_art()])
+    assert k.matvec_choice("q4_0") == ("matvec_dot", "int8 x on the integer dot product")
+    assert k.matvec_choice("f16") == ("matvec", "fp32 x (f16 has no integer-dot kernel)")
+    k.decode_dot = "float"
+    assert k.matvec_choice("q4_0") == ("matvec", "fp32 x")
+    lacking = _kernels(_info(), [_dot_art()])
+    assert lacking.matvec_choice("q4_0") == ("matvec", "fp32 x (Test GPU lacks int_dot)")
+    lacking.decode_dot = "int8"
+    with pytest.raises(GemforgeError, match=r"decode products on the integer dot product: Test GPU lacks int_dot"):
+        lacking.matvec_choice("q4_0")
+    unbuilt = _kernels(_info(integer_dot=True), [])
+    assert unbuilt.matvec_choice("q8_0") == ("matvec", "fp32 x (matvec_dot kernels not built: run `make kernels`)")
+    unbuilt.decode_dot = "fast"
+    with pytest.raises(GemforgeError, match=r"decode_dot = 'fast'"):
+        unbuilt.matvec_choice("q8_0")
