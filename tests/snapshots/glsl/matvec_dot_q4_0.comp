@@ -47,6 +47,9 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 // butterfly when a group is a part of a subgroup), then across a group's subgroups in shared memory.
 // Groups of one subgroup (GT = 32 on a GPU with 32-wide subgroups) need no barrier, and a short K
 // (the 270M's 640 = 40 q8_0 chunks) keeps every thread busy.
+// matvec_dot (configs/ops/matvec_dot.yaml renders this template): the same layout on the integer dot
+// product. Each thread rounds its chunk's x to int8 in 2 term(s) once for all its rows
+// (x_quant); per row and chunk, w_idot sums int8 x times the raw quants, scaled in fp32 by both scales.
 layout(local_size_x = 32) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
@@ -59,23 +62,6 @@ const uint GT = WG / NG;    // threads per row group
 const uint R = 8u;
 const uint U = 1u;
 shared float red[R][WG];   // one partial per subgroup and row; WG slots fit any subgroup size
-
-// The dot product of one q4_0 chunk with x, at ~3 instructions per element: nibble p of each
-// half-word is masked in place into the mantissa of 2^23 (2^23 + 16^p q, exact), one subtraction
-// of 2^23 + 8 * 16^p leaves 16^p (q - 8), and x comes pre-scaled by 16^-p. The products are the same
-// fp32 numbers as (q - 8) * x (powers of two are exact).
-const vec4 XSCALE = vec4(1.0, 1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0);
-float w_dot(uvec4 q, vec4 xv[XV]) {
-    const uvec4 MASK = uvec4(0xFu, 0xF0u, 0xF00u, 0xF000u);
-    const vec4 BIAS = vec4(8388616.0, 8388736.0, 8390656.0, 8421376.0);   // 2^23 + 8 * 16^p
-    float s = 0.0;
-    [[unroll]] for (uint i = 0u; i < 4u; i++) {
-        const vec4 lo = uintBitsToFloat((uvec4(q[i]) & MASK) | MAGIC_2_23) - BIAS;
-        const vec4 hi = uintBitsToFloat((uvec4(q[i] >> 16u) & MASK) | MAGIC_2_23) - BIAS;
-        s += dot(lo, xv[2u * i]) + dot(hi, xv[2u * i + 1u]);
-    }
-    return s;
-}
 
 // matvec_dot: four int8 products summed per instruction (SPV_KHR_integer_dot_product, packed 4x8-bit:
 // OpSDot signed x signed, OpSUDot signed x unsigned; capabilities DotProduct, DotProductInput4x8BitPacked)

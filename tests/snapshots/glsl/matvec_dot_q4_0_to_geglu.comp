@@ -49,6 +49,9 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 // (the 270M's 640 = 40 q8_0 chunks) keeps every thread busy.
 // out geglu: the part holds gate rows [0, F) then up rows [F, 2F) (F = rows / 2); a row group computes
 // R / 2 rows of each, the same f, and writes y[f] = gelu_tanh(gate_f) * up_f.
+// matvec_dot (configs/ops/matvec_dot.yaml renders this template): the same layout on the integer dot
+// product. Each thread rounds its chunk's x to int8 in 2 term(s) once for all its rows
+// (x_quant); per row and chunk, w_idot sums int8 x times the raw quants, scaled in fp32 by both scales.
 layout(local_size_x = 32) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
@@ -76,23 +79,6 @@ float gelu_tanh(float x) {
 
 // GeGLU of one element: gate times up
 float geglu1(float gate, float up) { return gelu_tanh(gate) * up; }
-
-// The dot product of one q4_0 chunk with x, at ~3 instructions per element: nibble p of each
-// half-word is masked in place into the mantissa of 2^23 (2^23 + 16^p q, exact), one subtraction
-// of 2^23 + 8 * 16^p leaves 16^p (q - 8), and x comes pre-scaled by 16^-p. The products are the same
-// fp32 numbers as (q - 8) * x (powers of two are exact).
-const vec4 XSCALE = vec4(1.0, 1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0);
-float w_dot(uvec4 q, vec4 xv[XV]) {
-    const uvec4 MASK = uvec4(0xFu, 0xF0u, 0xF00u, 0xF000u);
-    const vec4 BIAS = vec4(8388616.0, 8388736.0, 8390656.0, 8421376.0);   // 2^23 + 8 * 16^p
-    float s = 0.0;
-    [[unroll]] for (uint i = 0u; i < 4u; i++) {
-        const vec4 lo = uintBitsToFloat((uvec4(q[i]) & MASK) | MAGIC_2_23) - BIAS;
-        const vec4 hi = uintBitsToFloat((uvec4(q[i] >> 16u) & MASK) | MAGIC_2_23) - BIAS;
-        s += dot(lo, xv[2u * i]) + dot(hi, xv[2u * i + 1u]);
-    }
-    return s;
-}
 
 // matvec_dot: four int8 products summed per instruction (SPV_KHR_integer_dot_product, packed 4x8-bit:
 // OpSDot signed x signed, OpSUDot signed x unsigned; capabilities DotProduct, DotProductInput4x8BitPacked)

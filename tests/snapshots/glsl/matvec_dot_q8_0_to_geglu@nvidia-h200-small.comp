@@ -50,6 +50,9 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 // (the 270M's 640 = 40 q8_0 chunks) keeps every thread busy.
 // out geglu: the part holds gate rows [0, F) then up rows [F, 2F) (F = rows / 2); a row group computes
 // R / 2 rows of each, the same f, and writes y[f] = gelu_tanh(gate_f) * up_f.
+// matvec_dot (configs/ops/matvec_dot.yaml renders this template): the same layout on the integer dot
+// product. Each thread rounds its chunk's x to int8 in 2 term(s) once for all its rows
+// (x_quant); per row and chunk, w_idot sums int8 x times the raw quants, scaled in fp32 by both scales.
 layout(local_size_x = 128) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
@@ -77,24 +80,6 @@ float gelu_tanh(float x) {
 
 // GeGLU of one element: gate times up
 float geglu1(float gate, float up) { return gelu_tanh(gate) * up; }
-
-// The dot product of one q8_0 chunk with x, at 3.5 instructions per element: each int8 b (biased to
-// b + 128 by one xor per word) is masked in place into the mantissa of 2^23, so bytes 0 and 2 give
-// 2^23 + b + 128 and bytes 1 and 3 (not shifted down) 2^23 + 256 (b + 128), all exact; one subtraction
-// leaves b or 256 b, and x comes pre-scaled by (1, 1/256, 1, 1/256). The products are the same fp32
-// numbers as b * x (powers of two are exact), so the sum equals the plain decode's.
-const vec4 XSCALE = vec4(1.0, 1.0 / 256.0, 1.0, 1.0 / 256.0);
-float w_dot(uvec4 q, vec4 xv[XV]) {
-    const uvec4 MASK = uvec4(0xFFu, 0xFF00u, 0xFFu, 0xFF00u);
-    const vec4 BIAS = vec4(8388736.0, 8421376.0, 8388736.0, 8421376.0);   // 2^23 + 128 (x 256)
-    float s = 0.0;
-    [[unroll]] for (uint i = 0u; i < 4u; i++) {
-        const uint u = q[i] ^ 0x80808080u;
-        const vec4 f = uintBitsToFloat((uvec4(u, u, u >> 16u, u >> 16u) & MASK) | MAGIC_2_23) - BIAS;
-        s += dot(f, xv[i]);
-    }
-    return s;
-}
 
 // matvec_dot: four int8 products summed per instruction (SPV_KHR_integer_dot_product, packed 4x8-bit:
 // OpSDot signed x signed, OpSUDot signed x unsigned; capabilities DotProduct, DotProductInput4x8BitPacked)
