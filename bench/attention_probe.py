@@ -56,13 +56,9 @@ def main() -> int:
             res = {}
             for kind, (C, window) in layers.items():
                 kc, vc = caches[kind]
-                rec = dev.record(timestamps=True, label="attention probe")
-                for _ in range(a.reps):
-                    k.attention(rec, q, kc, vc, out, ctrl, 1, Hq, Hkv, D, C, window, D ** -0.5)
-                rec.submit()
-                rec.submit()
-                res[kind] = 1e6 * rec.per_call(a.reps)
-                rec.destroy()
+                res[kind] = 1e6 * dev.time_call(
+                    lambda rec: k.attention(rec, q, kc, vc, out, ctrl, 1, Hq, Hkv, D, C, window, D ** -0.5),
+                    a.reps, "attention probe")
             k.unpin("attention", mode="decode", head_dim=D)
             rows.append({"model": model, "kernel": art.name, "wg_size": key[0], "decode_keys": key[1],
                          "decode_rows": key[2], "pos": a.pos, "global_us": round(res["global"], 2),

@@ -93,14 +93,9 @@ def main() -> int:
             res = {}
             kernel = k.matmul_choice(fmt, 256)[0] if T > 1 else k.matvec_choice(fmt)[0]
             for act in ([None, "geglu"] if name == "down" and T == 1 else [None]):
-                rec = dev.record(timestamps=True, label="probe")
-                for _ in range(a.reps):
-                    k.linear(rec, W, x, y, 1, act=act) if act else k.linear(rec, W, x, y, T)
-                rec.submit()
-                rec.submit()
-                t = rec.per_call(a.reps)     # steady state per call (a call may be split K + its sum)
-                rec.destroy()
-                res[act or "plain"] = t
+                res[act or "plain"] = dev.time_call(   # steady state per call (a call may be split K + its sum)
+                    lambda rec: k.linear(rec, W, x, y, 1, act=act) if act else k.linear(rec, W, x, y, T),
+                    a.reps, "probe")
             for act, t in res.items():
                 tflops = 2 * T * N * K / t / 1e12
                 row = {"model": a.model, "format": fmt, "matrix": name, "act": act, "T": T, "N": N, "K": K,

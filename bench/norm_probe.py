@@ -32,13 +32,8 @@ def main() -> int:
         y, z = dev.buffer(4 * L), dev.buffer(4 * L)
         for n in (int(v) for v in a.slices.split(",")):
             k.SLICE_L, k.MAX_SLICES = max(1, -(-L // n)), n      # exactly n slices
-            rec = dev.record(timestamps=True, label="norm probe")
-            for _ in range(a.reps):
-                k.rmsnorm(rec, bufs[0], bufs[1], y, 1, L, 1e-6, residual=bufs[2], w2=bufs[3], z=z)
-            rec.submit()
-            rec.submit()
-            t = rec.per_call(a.reps)
-            rec.destroy()
+            t = dev.time_call(lambda rec: k.rmsnorm(rec, bufs[0], bufs[1], y, 1, L, 1e-6, residual=bufs[2],
+                                                    w2=bufs[3], z=z), a.reps, "norm probe")
             rows.append({"L": L, "slices": k.norm_slices(1, L), "us": round(1e6 * t, 2)})
             print(f"add_norm L={L:5d} slices={rows[-1]['slices']:2d}: {1e6 * t:7.2f} us", file=sys.stderr)
     if a.out:

@@ -218,13 +218,14 @@ class Engine:
         norms, geglu = self.decode_folds() if T == 1 else ("separate", "separate")
         pending = None      # an add_norm (x, residual, w, w2, h) left for the next product to fold in
 
-        def product_norm(W, x, y, residual, w, w2, h):
-            """y = W @ x, then h = residual + norm(y) * w and xn = norm(h) * w2."""
+        def product_norm(W, x, y, residual, w, w2, h, act=None):
+            """y = W @ x (act: linear's), then h = residual + norm(y) * w and xn = norm(h) * w2. No kernel
+            folds both an input geglu and the norms after: with act, the norms stay before or separate."""
             nonlocal pending
-            if norms == "after":
+            if norms == "after" and act is None:
                 k.linear_norm_after(rec, W, x, y, residual, w, w2, h, self.xn, cfg.eps)
                 return
-            k.linear(rec, W, x, y, T)
+            k.linear(rec, W, x, y, T, act=act)
             if norms == "before":
                 pending = (y, residual, w, w2, h)
             else:
@@ -250,34 +251,26 @@ class Engine:
                         L.window, self.attn_scale)
             # h = x + post_attn_norm(o); xn = ffn_norm(h)
             product_norm(L.wo, self.attn, self.o, self.x, L.post_attn_norm, L.ffn_norm, self.h)
+            act = "geglu" if geglu == "before" else None      # the down product's input geglu
             if geglu == "after":
                 k.linear_geglu_after(rec, L.w_gate_up, self.xn, self.act)
                 down_in = self.act
             else:
                 linear_xn(L.w_gate_up, self.gu)
-                down_in = self.gu if geglu == "before" else self.act
+                down_in = self.gu if act else self.act
                 if geglu == "separate":
                     k.geglu(rec, self.gu, self.act, T, cfg.ffn)
             # x = h + post_ffn_norm(down); xn = the next layer's attn_norm(x) (after the last layer,
             # with norms after: the output norm)
             if i < last:
-                if geglu == "before":
-                    # the product with its input geglu, then the add_norm (pending or a dispatch)
-                    k.linear(rec, L.w_down, down_in, self.down, T, act="geglu")
-                    if norms == "before":
-                        pending = (self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm, self.x)
-                    else:
-                        k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h,
-                                  w2=self.layers[i + 1].attn_norm, z=self.xn)
-                else:
-                    product_norm(L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm,
-                                 self.x)
-            elif norms == "after" and geglu != "before":
+                product_norm(L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm,
+                             self.x, act)
+            elif norms == "after" and act is None:
                 k.linear_norm_after(rec, L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.out_norm,
                                     self.x, self.xn, cfg.eps)
                 return True
             else:
-                k.linear(rec, L.w_down, down_in, self.down, T, act="geglu" if geglu == "before" else None)
+                k.linear(rec, L.w_down, down_in, self.down, T, act=act)
                 k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h)
         return False
 

@@ -51,15 +51,8 @@ def _random_weight(device, fmt, N, K, rng):
 
 
 def _time(device, k, W, x, y, reps: int, T: int) -> float:
-    rec = device.record(timestamps=True, label="tune")
-    for _ in range(reps):
-        k.linear(rec, W, x, y, T)
-    rec.submit()     # warm-up
-    rec.submit()
-    # steady-state GPU time per call (a call may be several dispatches: split K + its sum)
-    t = rec.per_call(reps)
-    rec.destroy()
-    return t
+    """Steady-state GPU seconds of one linear call (a call may be several dispatches: split K + its sum)."""
+    return device.time_call(lambda rec: k.linear(rec, W, x, y, T), reps, "tune")
 
 
 def _check(device, k, op, axes, T, rng, tol: float) -> None:

@@ -712,6 +712,20 @@ class Device:
     def record(self, timestamps: bool = False, label: str = "") -> Recording:
         return Recording(self, timestamps=timestamps, label=label)
 
+    def time_call(self, call, reps: int, label: str = "timed") -> float:
+        """GPU seconds per call in the steady state: ``call(rec)`` recorded ``reps`` times into one
+        timestamped recording, submitted once to warm up and once to time (Recording.per_call: a call may
+        be several dispatches, and the first dispatch's start latency is left out)."""
+        rec = self.record(timestamps=True, label=label)
+        try:
+            for _ in range(reps):
+                call(rec)
+            rec.submit()
+            rec.submit()
+            return rec.per_call(reps)
+        finally:
+            rec.destroy()
+
     def save_pipeline_cache(self) -> None:
         if not self._cache_path:
             return

@@ -18,6 +18,7 @@ from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import row_words, upload_weight
 from tests.conftest import assert_close
+from tests.ops.test_matvec_after import run_geglu_after
 
 TOL = load_spec(paths.configs_dir() / "ops" / "matvec_dot.yaml").tolerance
 FMTS = ["q8_0", "q4_0"]
@@ -55,21 +56,18 @@ def emulate(x, w, fmt, terms: int = 2):
     return (wp.reshape(N, -1, C) * xe[None]).sum(axis=(1, 2))
 
 
-def run(device, kernels, W, x, out="plain"):
-    n = W.N // 2 if out == "geglu" else W.N
+def run(device, kernels, W, x):
+    N = W.N
     bx = device.upload(x)
-    by = device.upload(np.full(n + 1, SENTINEL, np.float32))
+    by = device.upload(np.full(N + 1, SENTINEL, np.float32))
     rec = device.record()
-    if out == "geglu":
-        kernels.linear_geglu_after(rec, W, bx, by)
-    else:
-        kernels.linear(rec, W, bx, by, 1)
+    kernels.linear(rec, W, bx, by, 1)
     rec.submit()
     names = [nm.split("@")[0] for nm in rec.names]
     rec.destroy()
-    y = by.read(np.float32, n + 1)
-    assert y[n] == SENTINEL, "matvec_dot wrote past its outputs"
-    return y[:n], names
+    y = by.read(np.float32, N + 1)
+    assert y[N] == SENTINEL, "matvec_dot wrote past its outputs"
+    return y[:N], names
 
 
 @pytest.mark.parametrize("N,K", [(77, 1000), (640, 2048), (5, 37), (9, 5376)])
@@ -106,7 +104,7 @@ def test_matvec_dot_geglu_after(device, dot_kernels, rng, fmt):
     x = rng.standard_normal(K).astype(np.float32)
     w = (rng.standard_normal((2 * F, K)) * 0.3).astype(np.float32)
     W = upload_weight(device, w, fmt, "w_gate_up")
-    y, names = run(device, dot_kernels, W, x, out="geglu")
+    y, names = run_geglu_after(device, dot_kernels, W, x)
     assert names == [f"matvec_dot_{fmt}_to_geglu"]
     assert_close(y, ref.geglu(emulate(x, w, fmt)[None])[0], 1e-4, f"matvec_dot geglu {fmt} vs its emulation")
 
