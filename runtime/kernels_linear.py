@@ -62,19 +62,36 @@ class LinearOps:
         v = prog.artifact.values
         tm, tn = min(v["tile_m"], bucket), v["tile_n"]
         coop = prog.artifact.op == "matmul_coop"
+        if coop:                                   # its x: fp16 rows padded to 8 values (matmul_coop.yaml)
+            xh = self._scratch("matmul-x16", 2 * T * cdiv(W.K, 8) * 8)
+            self.to_f16(rec, x, xh, T, W.K)
         for p in W.parts:
             push = {"T": T, "K": W.K, "rows": p.rows, "row0": p.row0, "ldy": W.N}
             tiles = cdiv(p.rows, tn) * cdiv(T, tm)
             if not coop:
                 rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y}, push, (cdiv(p.rows, tn), cdiv(T, tm)))
                 continue
-            splits, kchunk = self.k_splits(tiles, W.K, v["tile_k"])
+            splits, kchunk = self.k_splits(tiles, W.K, v["tile_k"], T, p.rows,
+                                           v.get("resident_groups", 0), v.get("split_step_bytes", 0))
             part = self._scratch("matmul-split", 4 * splits * T * p.rows) if splits > 1 else y
-            rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y, "part": part}, {**push, "kchunk": kchunk},
-                         (cdiv(p.rows, tn), cdiv(T, tm), splits))
+            grid = (cdiv(p.rows, tn), cdiv(T, tm), splits)
+            if v.get("raster") == "m":           # row tiles of x along grid x (see matmul_coop.yaml)
+                grid = (grid[1], grid[0], splits)
+            rec.dispatch(prog, {"w": p.buffer, "x": xh, "y": y, "part": part}, {**push, "kchunk": kchunk}, grid)
             if splits > 1:
                 self._dispatch_1d(rec, self.program("split_sum"), {"part": part, "y": y},
                                   {"T": T, "rows": p.rows, "row0": p.row0, "ldy": W.N, "splits": splits}, T * p.rows)
+
+    def to_f16(self, rec: Recording, x: Buffer, y: Buffer, T: int, K: int) -> int:
+        """y [T, ldx] fp16 = x [T, K] fp32 rounded to nearest even, each row zero-padded to ldx =
+        round_up(K, 8) values (the input of the cooperative-matrix matmul); returns ldx."""
+        if T < 1 or K < 1:
+            raise GemforgeError(f"to_f16: T = {T}, K = {K}; both must be at least 1")
+        ldx = cdiv(K, 8) * 8
+        _need("to_f16 x", x, 4 * T * K, f"x must hold [{T}, {K}] fp32")
+        _need("to_f16 y", y, 2 * T * ldx, f"y must hold [{T}, {ldx}] fp16")
+        self._dispatch_1d(rec, self.program("to_f16"), {"x": x, "y": y}, {"T": T, "K": K, "ldy": ldx}, T * ldx // 8)
+        return ldx
 
     def matvec_choice(self, fmt: str) -> tuple[str, str]:
         """(op, why) of the plain-input decode product of ``fmt`` weights: 'matvec_dot' (integer dot
@@ -188,19 +205,38 @@ class LinearOps:
         self._matvec(rec, W, "plain", {"x": x, "y": y}, out="geglu")
 
     # Split K so a product has at least SPLIT_K_GROUPS workgroups and no workgroup walks more than
-    # SPLIT_K_MAX of K, never below SPLIT_K_MIN per split. On the H200 (gemforge bench --synthetic 27b
-    # --weights q4_0) this took prefill-512 from 1,143 tok/s (splitting only below 256 workgroups) to
-    # 1,280 tok/s.
+    # SPLIT_K_MAX of K, never below SPLIT_K_MIN per split: the rule for devices whose tuning file does not
+    # give matmul_coop's resident_groups. On the H200 (gemforge bench --synthetic 27b --weights q4_0)
+    # this took prefill-512 from 1,143 tok/s (splitting only below 256 workgroups) to 1,280 tok/s.
     SPLIT_K_GROUPS = 1024
     SPLIT_K_MAX = 2048
     SPLIT_K_MIN = 1024
+    SPLIT_SUM_STEPS = 2         # split_sum's dispatch and barrier, in K steps of one wave (the cost model)
 
-    def k_splits(self, tiles: int, K: int, tile_k: int) -> tuple[int, int]:
-        """(splits, K per split, a multiple of tile_k) for a product of ``tiles`` output tiles."""
-        want = max(cdiv(self.SPLIT_K_GROUPS, tiles), cdiv(K, self.SPLIT_K_MAX))
-        splits = max(1, min(want, K // self.SPLIT_K_MIN))
-        kchunk = cdiv(cdiv(K, splits), tile_k) * tile_k
-        return cdiv(K, kchunk), kchunk
+    def k_splits(self, tiles: int, K: int, tile_k: int, T: int = 0, rows: int = 0,
+                 resident: int = 0, step_bytes: float = 0.0) -> tuple[int, int]:
+        """(splits, K per split, a multiple of tile_k) for a product of ``tiles`` output tiles of T x rows.
+
+        With ``resident`` (workgroups the device runs at once) and ``step_bytes`` (split-K partial bytes,
+        written and read back by split_sum, that cost as long as one K step of one wave), both from the
+        device's tuning file: the splits that minimise waves x K steps per workgroup + partial traffic
+        + split_sum's own cost, in K steps. On the H200 this model matched linear_probe's times of the
+        4B and 27B products within 7 %. Otherwise the fixed rule above."""
+        if resident <= 0 or step_bytes <= 0:
+            want = max(cdiv(self.SPLIT_K_GROUPS, tiles), cdiv(K, self.SPLIT_K_MAX))
+            splits = max(1, min(want, K // self.SPLIT_K_MIN))
+            kchunk = cdiv(cdiv(K, splits), tile_k) * tile_k
+            return cdiv(K, kchunk), kchunk
+        best = None
+        for s in range(1, min(64, cdiv(K, tile_k)) + 1):
+            kchunk = cdiv(cdiv(K, s), tile_k) * tile_k
+            s = cdiv(K, kchunk)
+            cost = cdiv(tiles * s, resident) * (kchunk // tile_k)
+            if s > 1:
+                cost += 2 * s * T * rows * 4 / step_bytes + self.SPLIT_SUM_STEPS
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, s, kchunk)
+        return best[1], best[2]
 
     def matmul_choice(self, fmt: str, bucket: int) -> tuple[str, str]:
         """(op, why) of the prefill product for ``fmt`` and ``bucket``: 'matmul_coop' (cooperative

@@ -158,6 +158,8 @@ def cmd_tune(args) -> int:
         swept = spec.tuning.get("vulkan") or {}     # only what the sweep chose: other params keep the spec's
         params = {p: best.values[p] for p in k.manifest.artifacts[best_name].values
                   if p not in best.axes and p in swept}
+        kept = {p: v for p, v in (entries.get(op, {}).get(default.name) or {}).items() if p not in swept}
+        params = {**kept, **params}       # values set by hand for what the sweep does not choose stay
         entries.setdefault(op, {})[default.name] = dict(params)   # a copy: no YAML anchors
         # siblings that differ only in what they fold in before or after the product (matvec_<format>_geglu,
         # matvec_<format>_to_addnorm) read the same weights in the same order: they take the same parameters

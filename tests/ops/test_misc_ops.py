@@ -1,8 +1,10 @@
-"""geglu, add, argmax and topk against numpy.
+"""geglu, add, to_f16, argmax and topk against numpy.
 
 geglu covers |x| up to 1e4 and beyond (a tanh written as (e^y - e^-y) / (e^y + e^-y) gives NaN there)
 with the spec's tolerance relative to max(1, max |ref|); argmax and topk must match exactly, including
 the lowest-index rule among equal values, across the workgroup chunks of a 262144-entry vocabulary.
+to_f16 (the cooperative-matrix matmul's input) must equal numpy's round-to-nearest-even float16 bit for
+bit, with each row's padding to a multiple of 8 values zero.
 """
 from __future__ import annotations
 
@@ -48,6 +50,31 @@ def test_gelu_reference():
     x = np.array([-1e4, -3.0, -1.0, 0.0, 0.5, 1.0, 3.0, 1e4], np.float32)
     want = [0.0, -0.0036373, -0.1588080, 0.0, 0.3457140, 0.8411920, 2.9963627, 1e4]
     np.testing.assert_allclose(ref.gelu_tanh(x), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("T,K", [(1, 8), (3, 1001), (5, 2), (256, 640)])
+def test_to_f16(device, kernels, rng, T, K):
+    x = (rng.standard_normal((T, K)) * 50).astype(np.float32)
+    special = np.array([0.0, -0.0, 65504.0, 65520.0, 1e6, -1e6, 6e-8, 3e-8, 1e-9, 2049.0, 2051.0, 1.0 + 2.0 ** -11,
+                        np.inf, -np.inf], np.float32)     # max, overflow, subnormals, ties to even, infinities
+    flat = x.reshape(-1)
+    flat[:min(special.size, flat.size)] = special[:flat.size]
+    ldx = -(-K // 8) * 8
+    by = device.upload(np.full(T * ldx + 8, 0x7E01, np.uint16))     # a NaN pattern: every slot must be written
+    got_ldx = []
+    submit(device, lambda rec: got_ldx.append(kernels.to_f16(rec, device.upload(x), by, T, K)))
+    got = by.read(np.uint16, T * ldx + 8)
+    assert got_ldx == [ldx]
+    assert np.all(got[T * ldx:] == 0x7E01), "to_f16 wrote past its rows"
+    rows = got[:T * ldx].reshape(T, ldx)
+    np.testing.assert_array_equal(rows[:, :K], x.astype(np.float16).view(np.uint16))
+    assert np.all(rows[:, K:] == 0), "the padding of each row must be zeros"
+
+
+def test_to_f16_refuses_small_buffers(device, kernels):
+    rec = device.record()
+    with pytest.raises(GemforgeError, match=r"to_f16 y: .* 64 needed.*\[2, 16\] fp16"):
+        kernels.to_f16(rec, device.upload(np.zeros(2 * 9, np.float32)), device.buffer(38), 2, 9)
 
 
 @pytest.mark.parametrize("n", [1, 1000, 70001])

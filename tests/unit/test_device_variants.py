@@ -121,6 +121,28 @@ def test_k_splits(tiles, K, tile_k, want):
     assert kchunk % tile_k == 0 and (splits - 1) * kchunk < K <= splits * kchunk
 
 
+@pytest.mark.parametrize("tiles,K,rows,want", [
+    (42, 4096, 5376, 3),       # 27B o at T = 256: 126 workgroups, one wave (the fixed rule gave 4: two waves)
+    (42, 21504, 5376, 3),      # 27B down: the fixed rule's 21 splits cost 115 MB of partials
+    (336, 5376, 43008, 3),     # 27B gate/up: 1,008 workgroups, short of 8 waves
+    (20, 2048, 2560, 6),       # 4B o: few tiles, short K
+    (2000, 2048, 256000, 1),   # plenty of tiles: no split
+])
+def test_k_splits_cost_model(tiles, K, rows, want):
+    """With the device's resident workgroups and partial cost (its tuning file), the splits minimise
+    waves x K steps + partial traffic + split_sum; every other count costs at least as much."""
+    k = _kernels(_info(), [])
+    T, resident, step_bytes, tk = 256, 132, 5.3e6, 32
+    splits, kchunk = k.k_splits(tiles, K, tk, T, rows, resident, step_bytes)
+    assert splits == want and kchunk % tk == 0 and (splits - 1) * kchunk < K <= splits * kchunk
+
+    def cost(s):
+        kc = -(-(-(-K // s)) // tk) * tk
+        s = -(-K // kc)
+        return -(-tiles * s // resident) * (kc // tk) + (s > 1) * (2 * s * T * rows * 4 / step_bytes + k.SPLIT_SUM_STEPS)
+    assert all(cost(splits) <= cost(s) + 1e-9 for s in range(1, 65))
+
+
 def _dot_art(fmt="q4_0"):
     return mf.Artifact(name=f"matvec_dot_{fmt}", op="matvec_dot", target="vulkan", file="", source="", values={},
                        axes={"format": fmt, "out": "plain"}, bindings=[], push_constants=[], push_size=0,
