@@ -94,7 +94,8 @@ def test_every_format_and_bucket(device, kernels, rng, impl, fmt, T):
     W = upload_weight(device, w, fmt, "w")
     bucket = min((b for b in BUCKETS if b >= T), default=0)
     y, names = run(device, kernels, W, x, T, pad_rows=max(0, bucket - T))
-    assert names == expected_dispatches(fmt, T, impl)
+    # whether K is split is the device's cost model's call (Kernels.k_splits; test_split_k covers the split)
+    assert names in (expected_dispatches(fmt, T, impl), expected_dispatches(fmt, T, impl, split=impl == "coopmat"))
     assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T, impl), f"linear {fmt} T={T}")
 
 
