@@ -57,11 +57,22 @@ def expected_kernel(fmt: str, T: int, impl: str = "portable") -> str:
     return f"{_op(T, impl)}_{fmt}_b{min(b for b in BUCKETS if b >= T)}"
 
 
-def expected_dispatches(fmt: str, T: int, impl: str = "portable", parts: int = 1, split: bool = False) -> list[str]:
+def expected_dispatches(fmt: str, T: int, impl: str = "portable", parts: int = 1, split_sum: bool = False) -> list[str]:
     """The kernels linear dispatches: the cooperative-matrix matmul's fp16 x first (to_f16, once per call),
     then one product per weight part, each followed by split_sum where K is split."""
-    one = [expected_kernel(fmt, T, impl)] + (["split_sum"] if split else [])
+    one = [expected_kernel(fmt, T, impl)] + (["split_sum"] if split_sum else [])
     return (["to_f16"] if _op(T, impl) == "matmul_coop" else []) + one * parts
+
+
+def splits_of(kernels, W, T: int) -> int:
+    """The K splits linear gives W at T rows on the cooperative-matrix matmul (Kernels.k_splits with the
+    variant's values: the device's cost model where its tuning file has one)."""
+    bucket = min(b for b in BUCKETS if b >= T)
+    v = kernels.matmul_program(W.fmt, bucket, small=kernels.is_small(W)).artifact.values
+    tm, tn = min(v["tile_m"], bucket), v["tile_n"]
+    tiles = -(-W.N // tn) * -(-T // tm)
+    s = kernels.k_splits(tiles, W.K, v["tile_k"], T, W.N, v.get("resident_groups", 0), v.get("split_step_bytes", 0))[0]
+    return s
 
 
 def make(rng, T, N, K):
@@ -94,8 +105,7 @@ def test_every_format_and_bucket(device, kernels, rng, impl, fmt, T):
     W = upload_weight(device, w, fmt, "w")
     bucket = min((b for b in BUCKETS if b >= T), default=0)
     y, names = run(device, kernels, W, x, T, pad_rows=max(0, bucket - T))
-    # whether K is split is the device's cost model's call (Kernels.k_splits; test_split_k covers the split)
-    assert names in (expected_dispatches(fmt, T, impl), expected_dispatches(fmt, T, impl, split=impl == "coopmat"))
+    assert names == expected_dispatches(fmt, T, impl, split_sum=impl == "coopmat" and splits_of(kernels, W, T) > 1)
     assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T, impl), f"linear {fmt} T={T}")
 
 
@@ -134,8 +144,9 @@ def test_split_k(device, kernels, rng, impl, fmt):
     N, K, T = 200, 4001, 100
     x, w = make(rng, T, N, K)
     W = upload_weight(device, w, fmt, "w")
+    assert splits_of(kernels, W, T) > 1, "the shape must split K"
     y, names = run(device, kernels, W, x, T, pad_rows=28)
-    assert names == expected_dispatches(fmt, T, impl, split=True)
+    assert names == expected_dispatches(fmt, T, impl, split_sum=True)
     assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T, impl), f"split-K {fmt}")
 
 
