@@ -20,9 +20,11 @@ def test_tune_small_class_writes_the_small_file_with_siblings(device, tmp_path, 
           log=lambda s: None)
     monkeypatch.setenv("GEMFORGE_BUILD_DIR", str(bd))
     out = tmp_path / "tuning.yaml"
-    out.write_text("# where these numbers come from\n# (kept by every rewrite)\nentries: {}\n")
+    # a param the sweep does not vary, set by hand in the file (as the H200's split-K cost model values are)
+    out.write_text("# where these numbers come from\n# (kept by every rewrite)\n"
+                   "entries: {matvec: {matvec_q8_0: {norm_max_k: 2048, wg_size: 256}}}\n")
     rc = main(["tune", "--op", "matvec", "--model", "270m", "--weights", "q8_0", "--size-class", "small",
-               "--reps", "2", "--out", str(out)])
+               "--reps", "2", "--redo", "--out", str(out)])
     assert rc == 0
     err = capsys.readouterr().err
     assert "4 shapes from 270m (size class small)" in err    # qkv, o, gate_up, down; not the 262144-row head
@@ -31,7 +33,9 @@ def test_tune_small_class_writes_the_small_file_with_siblings(device, tmp_path, 
     doc = yaml.safe_load(text)
     entries = doc["entries"]["matvec"]
     assert entries["matvec_q8_0"] == entries["matvec_q8_0_geglu"]        # the geglu sibling takes the same values
-    assert set(entries["matvec_q8_0"]) == {"wg_size", "rows_per_wg", "unroll", "row_groups"}
+    # the sweep's own choices replace the old ones (wg_size 32: every candidate had it); the hand-set value stays
+    assert set(entries["matvec_q8_0"]) == {"wg_size", "rows_per_wg", "unroll", "row_groups", "norm_max_k"}
+    assert entries["matvec_q8_0"]["wg_size"] == 32 and entries["matvec_q8_0"]["norm_max_k"] == 2048
     m = doc["measured"]["matvec_q8_0"]
     assert m["candidates"] > 1 and m["best_ms_per_token"] <= m["default_ms_per_token"]
     assert doc["device"] == device.info.name
