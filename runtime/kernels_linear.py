@@ -228,14 +228,14 @@ class LinearOps:
             kchunk = cdiv(cdiv(K, splits), tile_k) * tile_k
             return cdiv(K, kchunk), kchunk
         best = None
-        for s in range(1, min(64, cdiv(K, tile_k)) + 1):
-            kchunk = cdiv(cdiv(K, s), tile_k) * tile_k
-            s = cdiv(K, kchunk)
-            cost = cdiv(tiles * s, resident) * (kchunk // tile_k)
-            if s > 1:
-                cost += 2 * s * T * rows * 4 / step_bytes + self.SPLIT_SUM_STEPS
+        for want in range(1, min(64, cdiv(K, tile_k)) + 1):
+            kchunk = cdiv(cdiv(K, want), tile_k) * tile_k
+            splits = cdiv(K, kchunk)          # rounding kchunk up to tile_k may leave fewer splits
+            cost = cdiv(tiles * splits, resident) * (kchunk // tile_k)
+            if splits > 1:
+                cost += 2 * splits * T * rows * 4 / step_bytes + self.SPLIT_SUM_STEPS
             if best is None or cost < best[0] - 1e-9:
-                best = (cost, s, kchunk)
+                best = (cost, splits, kchunk)
         return best[1], best[2]
 
     def matmul_choice(self, fmt: str, bucket: int) -> tuple[str, str]:

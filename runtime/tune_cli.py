@@ -11,7 +11,9 @@ Workflow (the GPU machine may have no shader compiler):
   3. where glslc is:   make kernels   (builds the tuned variants; the runtime picks them on
                        a device whose key matches the file name).
 Only resource failures (a pipeline the device cannot create) drop a candidate; a wrong
-result is a bug and stops the sweep.
+result is a bug and stops the sweep. Params the sweep does not vary keep the values the file
+already gives them (matmul_coop's split-K cost model, set by hand); candidates are built and timed
+with the spec's defaults for those, so a matmul_coop sweep compares tiles under the fixed split rule.
 """
 from __future__ import annotations
 
