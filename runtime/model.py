@@ -265,9 +265,8 @@ class Engine:
             if i < last:
                 product_norm(L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm,
                              self.x, act)
-            elif norms == "after" and act is None:
-                k.linear_norm_after(rec, L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.out_norm,
-                                    self.x, self.xn, cfg.eps)
+            elif norms == "after" and act is None:     # the output norm, folded like the others
+                product_norm(L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.out_norm, self.x)
                 return True
             else:
                 k.linear(rec, L.w_down, down_in, self.down, T, act=act)

@@ -56,6 +56,21 @@ def rng():
     return np.random.default_rng(1234)
 
 
+SENTINEL = np.float32(-7.25e9)     # fills output buffers past what a kernel may write
+
+
+def dispatch_names(device, call, submits: int = 1) -> list[str]:
+    """Record ``call(rec)`` into one command buffer, submit it ``submits`` times and wait; the names of
+    the kernels it dispatched, without their tuning suffix (``matvec_q8_0@nvidia-h200`` -> ``matvec_q8_0``)."""
+    rec = device.record()
+    call(rec)
+    for _ in range(submits):
+        rec.submit()
+    names = [n.split("@")[0] for n in rec.names]
+    rec.destroy()
+    return names
+
+
 def assert_close(got, want, tol, what=""):
     """|got - want| <= tol * max(1, max|want|), elementwise; reports the worst element."""
     got = np.asarray(got, np.float64)

@@ -17,10 +17,9 @@ from gemforge.runtime import paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
 from gemforge.gen.build import candidate_key
-from tests.conftest import assert_close, candidate, candidate_kernels
+from tests.conftest import SENTINEL, assert_close, candidate, candidate_kernels
 
 TOL = load_spec(paths.configs_dir() / "ops" / "attention.yaml").tolerance["f32"]
-SENTINEL = np.float32(-7.25e9)
 
 
 def upload_ctrl(device, pos0: int):

@@ -13,11 +13,10 @@ from gemforge.runtime import formats, paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import row_words, upload_weight
-from tests.conftest import assert_close
+from tests.conftest import SENTINEL, assert_close
 
 TOL = load_spec(paths.configs_dir() / "ops" / "embed.yaml").tolerance
 SCALE = float(np.float32(np.sqrt(640)))     # Gemma's sqrt(hidden), in fp32
-SENTINEL = np.float32(-7.25e9)
 
 
 @pytest.mark.parametrize("T", [1, 7, 256])

@@ -19,11 +19,10 @@ from gemforge.runtime import formats, paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import row_words, upload_packed_weight, upload_weight
-from tests.conftest import assert_close
+from tests.conftest import SENTINEL, assert_close, dispatch_names
 
 FORMATS = formats.FORMATS
 SPECS = {op: load_spec(paths.configs_dir() / "ops" / f"{op}.yaml") for op in ("matvec", "matmul", "matmul_coop")}
-SENTINEL = np.float32(-7.25e9)
 
 
 @pytest.fixture
@@ -86,11 +85,7 @@ def run(device, kernels, W, x, T, pad_rows=0):
     N = W.N
     bx = device.upload(x)
     by = device.upload(np.full((T + pad_rows, N), SENTINEL, np.float32))
-    rec = device.record()
-    kernels.linear(rec, W, bx, by, T)
-    rec.submit()
-    names = [n.split("@")[0] for n in rec.names]
-    rec.destroy()
+    names = dispatch_names(device, lambda rec: kernels.linear(rec, W, bx, by, T))
     y = by.read(np.float32, (T + pad_rows) * N).reshape(T + pad_rows, N)
     assert np.all(y[T:] == SENTINEL), "linear wrote rows >= T"
     return y[:T], names

@@ -15,11 +15,10 @@ from gemforge.runtime import formats, paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import row_words, upload_weight
-from tests.conftest import assert_close
+from tests.conftest import SENTINEL, assert_close, dispatch_names
 
 FORMATS = formats.FORMATS
 TOL = load_spec(paths.configs_dir() / "ops" / "matvec.yaml").tolerance
-SENTINEL = np.float32(-7.25e9)
 EPS = 1e-6
 
 
@@ -35,11 +34,7 @@ def run(device, kernels, W, x, r, nw, nw2):
     bx, br, bw, bw2 = (device.upload(a) for a in (x, r, nw, nw2))
     bh = device.upload(np.full(K, SENTINEL, np.float32))
     by = device.upload(np.full(N + 3, SENTINEL, np.float32))
-    rec = device.record()
-    kernels.linear_addnorm(rec, W, bx, br, bw, bw2, bh, by, EPS)
-    rec.submit()
-    names = [n.split("@")[0] for n in rec.names]
-    rec.destroy()
+    names = dispatch_names(device, lambda rec: kernels.linear_addnorm(rec, W, bx, br, bw, bw2, bh, by, EPS))
     y = by.read(np.float32, N + 3)
     assert np.all(y[N:] == SENTINEL), "linear_addnorm wrote past its N outputs"
     return bh.read(np.float32, K), y[:N], names

@@ -20,11 +20,10 @@ from gemforge.runtime import formats, paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import row_words, upload_weight
-from tests.conftest import assert_close
+from tests.conftest import SENTINEL, assert_close, dispatch_names
 
 FORMATS = formats.FORMATS
 TOL = load_spec(paths.configs_dir() / "ops" / "matvec.yaml").tolerance
-SENTINEL = np.float32(-7.25e9)
 EPS = 1e-6
 
 
@@ -46,13 +45,10 @@ def run_norm_after(device, kernels, W, x, r, nw, nw2, calls=1, submits=1):
     N = W.N
     bx, br, bw, bw2 = (device.upload(a) for a in (x, r, nw, nw2))
     by, bh, bz = (device.upload(np.full(N + 1, SENTINEL, np.float32)) for _ in range(3))
-    rec = device.record()
-    for _ in range(calls):
-        kernels.linear_norm_after(rec, W, bx, by, br, bw, bw2, bh, bz, EPS)
-    for _ in range(submits):
-        rec.submit()
-    names = [n.split("@")[0] for n in rec.names]
-    rec.destroy()
+    def record(rec):
+        for _ in range(calls):
+            kernels.linear_norm_after(rec, W, bx, by, br, bw, bw2, bh, bz, EPS)
+    names = dispatch_names(device, record, submits)
     out = [b.read(np.float32, N + 1) for b in (by, bh, bz)]
     for name, o in zip("yhz", out):
         assert o[N] == SENTINEL, f"linear_norm_after wrote {name} past its N outputs"
@@ -122,11 +118,7 @@ def run_geglu_after(device, kernels, W, x):
     F = W.N // 2
     bx = device.upload(x)
     by = device.upload(np.full(F + 1, SENTINEL, np.float32))
-    rec = device.record()
-    kernels.linear_geglu_after(rec, W, bx, by)
-    rec.submit()
-    names = [n.split("@")[0] for n in rec.names]
-    rec.destroy()
+    names = dispatch_names(device, lambda rec: kernels.linear_geglu_after(rec, W, bx, by))
     y = by.read(np.float32, F + 1)
     assert y[F] == SENTINEL, "linear_geglu_after wrote past its F outputs"
     return y[:F], names

@@ -17,13 +17,12 @@ from gemforge.runtime import formats, paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import row_words, upload_weight
-from tests.conftest import assert_close
+from tests.conftest import SENTINEL, assert_close, dispatch_names
 from tests.ops.test_matvec_after import run_geglu_after
 
 TOL = load_spec(paths.configs_dir() / "ops" / "matvec_dot.yaml").tolerance
 FMTS = ["q8_0", "q4_0"]
 CHUNK = {"q8_0": 16, "q4_0": 32}      # weights per 16-byte chunk: the span of one x scale
-SENTINEL = np.float32(-7.25e9)
 
 
 @pytest.fixture()
@@ -60,11 +59,7 @@ def run(device, kernels, W, x):
     N = W.N
     bx = device.upload(x)
     by = device.upload(np.full(N + 1, SENTINEL, np.float32))
-    rec = device.record()
-    kernels.linear(rec, W, bx, by, 1)
-    rec.submit()
-    names = [nm.split("@")[0] for nm in rec.names]
-    rec.destroy()
+    names = dispatch_names(device, lambda rec: kernels.linear(rec, W, bx, by, 1))
     y = by.read(np.float32, N + 1)
     assert y[N] == SENTINEL, "matvec_dot wrote past its outputs"
     return y[:N], names

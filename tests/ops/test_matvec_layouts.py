@@ -18,10 +18,9 @@ from gemforge.gen.spec import load_spec
 from gemforge.runtime import formats, paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.kernels import upload_weight
-from tests.conftest import assert_close, candidate, candidate_kernels
+from tests.conftest import SENTINEL, assert_close, candidate, candidate_kernels
 
 TOL = load_spec(paths.configs_dir() / "ops" / "matvec.yaml").tolerance
-SENTINEL = np.float32(-7.25e9)
 
 # (wg_size, row_groups, rows_per_wg, unroll): threads per group = wg_size / row_groups
 LAYOUTS = [

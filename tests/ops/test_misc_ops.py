@@ -15,10 +15,9 @@ from gemforge.gen.spec import load_spec
 from gemforge.runtime import paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
-from tests.conftest import assert_close
+from tests.conftest import SENTINEL, assert_close
 
 SPECS = {op: load_spec(paths.configs_dir() / "ops" / f"{op}.yaml") for op in ("geglu", "add")}
-SENTINEL = np.float32(-7.25e9)
 VOCAB = 262144
 
 

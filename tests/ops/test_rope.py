@@ -16,10 +16,9 @@ from gemforge.gen.spec import load_spec
 from gemforge.runtime import paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
-from tests.conftest import assert_close
+from tests.conftest import SENTINEL, assert_close
 
 TOL = load_spec(paths.configs_dir() / "ops" / "rope.yaml").tolerance["f32"]
-SENTINEL = np.float32(-7.25e9)
 
 
 def run_rope(device, kernels, x, pos0, base, scale, pad_rows=0):
