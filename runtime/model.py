@@ -424,6 +424,11 @@ class Model:
         return self.engine.k.prefill_matmul(self.engine.fmt)
 
     @property
+    def prefill_attention(self) -> str:
+        """Which prefill attention kernel this device runs, and why (cooperative matrix or portable)."""
+        return self.engine.k.attention_choice(self.config.head_dim)[1]
+
+    @property
     def decode_products(self) -> str:
         """What the decode matrix-vector products compute with, and why (int8 x on the integer dot product
         or fp32 x)."""

@@ -58,7 +58,8 @@ def summary(model) -> dict:
             "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
             "finish_reason": s.finish_reason, "device": i.name, "hardware": not i.is_software,
             "placement": model.placement, "weights": model.engine.fmt, "model": model.config.name,
-            "prefill_matmul": model.prefill_matmul, "decode_products": model.decode_products}
+            "prefill_matmul": model.prefill_matmul, "prefill_attention": model.prefill_attention,
+            "decode_products": model.decode_products}
 
 
 def summary_line(d: dict) -> str:
@@ -66,7 +67,7 @@ def summary_line(d: dict) -> str:
     return (f"[{d['prompt_tokens']} prompt tokens, prefill {d['prefill_tok_s']:.1f} tok/s, "
             f"{d['generated_tokens']} generated, decode {d['decode_tok_s']:.1f} tok/s; {d['model']} {d['weights']} "
             f"on {d['device']} ({kind}); placement {d['placement']}: all ops on this device; "
-            f"prefill: {d['prefill_matmul']}; decode products: {d['decode_products']}]")
+            f"prefill: {d['prefill_matmul']}, {d['prefill_attention']}; decode products: {d['decode_products']}]")
 
 
 def cmd_run(args) -> int:

@@ -6,6 +6,8 @@ the tolerance (the spec's, relative to max(1, max |ref|)). Output rows past T mu
 Shapes: the models' GQA ratios (4 like the 270M/1B, 2 like the 4B..27B, and 1), head_dim 128 and
 256, decode and prefill, wrapped rings, chunks that need the previous chunk's keys, T not a power
 of two, a cache longer than 32768, and both the single-pass and the split + merge paths.
+Prefill runs twice: on the portable kernel and on the cooperative-matrix one (attention_coop: fp16
+q, k, v and probabilities, its own tolerance), the latter skipped where the device or build lacks it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,25 @@ from gemforge.gen.build import candidate_key
 from tests.conftest import SENTINEL, assert_close, candidate, candidate_kernels
 
 TOL = load_spec(paths.configs_dir() / "ops" / "attention.yaml").tolerance["f32"]
+COOP_TOL = load_spec(paths.configs_dir() / "ops" / "attention_coop.yaml").tolerance["f32"]
+
+
+@pytest.fixture
+def impl(request, kernels):
+    """Which prefill attention runs (parametrized indirectly): yields its tolerance."""
+    if request.param == "coopmat":
+        op, why = kernels.attention_choice(128)
+        if op != "attention_coop":
+            pytest.skip(f"no cooperative-matrix attention on this device/build: {why}")
+    kernels.portable_attention = request.param == "portable"
+    yield COOP_TOL if request.param == "coopmat" else TOL
+    kernels.portable_attention = False
+
+
+def with_impls(cases):
+    """Every prefill case (T > 1) on both kernels, decode (T = 1) once."""
+    return [pytest.param(*c, i, id=f"{'-'.join(map(str, c))}-{i}") for c in cases
+            for i in ("portable", "coopmat") if c[0] > 1 or i == "portable"]
 
 
 def upload_ctrl(device, pos0: int):
@@ -41,13 +62,13 @@ def run_attention(device, kernels, q, kc, vc, pos0, window, scale, splits=None):
     return out[:T]
 
 
-def check(device, kernels, rng, T, Hq, Hkv, D, C, window, pos0, splits=None, qscale=1.0):
+def check(device, kernels, rng, T, Hq, Hkv, D, C, window, pos0, splits=None, qscale=1.0, tol=TOL):
     q = (rng.standard_normal((T, Hq, D)) * qscale).astype(np.float32)
     kc = rng.standard_normal((C, Hkv, D)).astype(np.float32)
     vc = rng.standard_normal((C, Hkv, D)).astype(np.float32)
     scale = D ** -0.5
     got = run_attention(device, kernels, q, kc, vc, pos0, window, scale, splits)
-    assert_close(got, ref.attention(q, kc, vc, pos0, window, scale), TOL,
+    assert_close(got, ref.attention(q, kc, vc, pos0, window, scale), tol,
                  f"attention T={T} Hq={Hq} Hkv={Hkv} D={D} C={C} window={window} pos0={pos0} splits={splits}")
 
 
@@ -66,18 +87,18 @@ CASES = [  # T, Hq, Hkv, D, C, window, pos0
 ]
 
 
-@pytest.mark.parametrize("T,Hq,Hkv,D,C,window,pos0", CASES)
-def test_attention(device, kernels, rng, T, Hq, Hkv, D, C, window, pos0):
-    check(device, kernels, rng, T, Hq, Hkv, D, C, window, pos0)
+@pytest.mark.parametrize("T,Hq,Hkv,D,C,window,pos0,impl", with_impls(CASES), indirect=["impl"])
+def test_attention(device, kernels, rng, T, Hq, Hkv, D, C, window, pos0, impl):
+    check(device, kernels, rng, T, Hq, Hkv, D, C, window, pos0, tol=impl)
 
 
 @pytest.mark.parametrize("splits", [1, 5])
-@pytest.mark.parametrize("T,D", [(1, 128), (1, 256), (19, 128), (19, 256)])
-def test_attention_single_pass_and_split(device, kernels, rng, T, D, splits):
+@pytest.mark.parametrize("T,D,impl", with_impls([(1, 128), (1, 256), (19, 128), (19, 256)]), indirect=["impl"])
+def test_attention_single_pass_and_split(device, kernels, rng, T, D, splits, impl):
     """Both output paths of every variant: splits = 1 writes out directly; with more, the last workgroup
     of each head combines the partials (decode) or attention_merge does (prefill). Five splits of ~70
     keys leave some splits empty for the early rows (causal)."""
-    check(device, kernels, rng, T, 4, 2, D, 400, 0, 300, splits=splits, qscale=3.0)
+    check(device, kernels, rng, T, 4, 2, D, 400, 0, 300, splits=splits, qscale=3.0, tol=impl)
 
 
 # decode layouts (tuning candidates): keys per block x threads, so lanes per key (wg_size / decode_keys)
@@ -110,12 +131,15 @@ def test_every_attention_variant_is_tested(kernels):
     built = {(a.axes["mode"], a.axes["head_dim"]) for a in kernels.manifest.artifacts.values() if a.op == "attention"}
     tested = {("decode" if c[0] == 1 else "prefill", c[3]) for c in CASES}
     assert built and built <= tested, f"untested attention variants: {sorted(built - tested)}"
+    coop = {a.axes["head_dim"] for a in kernels.manifest.artifacts.values() if a.op == "attention_coop"}
+    assert coop <= {c[3] for c in CASES if c[0] > 1}, f"untested attention_coop variants: {sorted(coop)}"
     merged = {a.axes["head_dim"] for a in kernels.manifest.artifacts.values() if a.op == "attention_merge"}
     assert merged <= {128, 256}, f"untested attention_merge variants: {sorted(merged - {128, 256})}"
 
 
+@pytest.mark.parametrize("impl", ["portable", "coopmat"], indirect=True)
 @pytest.mark.parametrize("window,C,chunks", [(8, 24, [16, 16, 5, 1, 1, 13]), (0, 64, [16, 7, 1, 1, 20])])
-def test_chunked_sequence_matches_dense_attention(device, kernels, rng, window, C, chunks):
+def test_chunked_sequence_matches_dense_attention(device, kernels, rng, window, C, chunks, impl):
     """The model's use: per chunk, kv_write K and V, then attention; compared with plain attention over
     the whole sequence so far (no ring in the reference)."""
     Hq, Hkv, D = 4, 2, 128
@@ -135,7 +159,8 @@ def test_chunked_sequence_matches_dense_attention(device, kernels, rng, window, 
         kernels.attention(rec, bq, kc, vc, bo, ctrl, T, Hq, Hkv, D, C, window, 0.1)
         rec.submit()
         want = ref.attention_dense(q[pos:pos + T], k[:pos + T], v[:pos + T], np.arange(pos, pos + T), window, 0.1)
-        assert_close(bo.read().reshape(T, Hq, D), want, TOL, f"chunk at {pos} (T={T}, window={window})")
+        assert_close(bo.read().reshape(T, Hq, D), want, impl if T > 1 else TOL,
+                     f"chunk at {pos} (T={T}, window={window})")
         pos += T
 
 

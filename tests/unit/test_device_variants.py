@@ -2,7 +2,6 @@
 the runtime's choice between the cooperative-matrix matmul and the portable one (with its reason)."""
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -105,6 +104,27 @@ def test_matmul_choice_says_which_kernel_and_why():
     k = _kernels(_info(), arts)
     k.portable_only = True
     assert k.matmul_choice("q8_0", 256)[0] == "matmul"
+
+
+def test_attention_choice_says_which_kernel_and_why():
+    """Prefill attention picks its cooperative-matrix variant by the same rules as the matmul, per head
+    dim, and either switch (portable_only, portable_attention) turns it off."""
+    coop = mf.Artifact(name="attention_coop_d256", op="attention_coop", target="vulkan", file="", source="",
+                       values={}, axes={"head_dim": 256}, bindings=[], push_constants=[], push_size=0,
+                       workgroup_size=[128, 1, 1], hash="",
+                       extra={"requires": ["cooperative_matrix", "subgroup32"], "shared_bytes": 41216})
+    fast = ("attention_coop", "cooperative-matrix attention (fp16 q, k, v and probabilities, fp32 sums)")
+    assert _kernels(_info(), [coop]).attention_choice(256) == fast
+    assert _kernels(_info(), [coop]).attention_choice(128)[0] == "attention"     # not built for d128
+    assert _kernels(_info(cooperative_matrix=False), [coop]).attention_choice(256) == \
+        ("attention", "portable attention (Test GPU lacks cooperative_matrix)")
+    assert _kernels(_info(max_shared_memory=32768), [coop]).attention_choice(256) == \
+        ("attention", "portable attention (the cooperative-matrix kernel needs 41216 bytes of shared memory, "
+                      "Test GPU has 32768)")
+    for switch in ("portable_only", "portable_attention"):
+        k = _kernels(_info(), [coop])
+        setattr(k, switch, True)
+        assert k.attention_choice(256)[0] == "attention"
 
 
 @pytest.mark.parametrize("tiles,K,tile_k,want", [
