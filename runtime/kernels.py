@@ -17,7 +17,7 @@ from gemforge.gen import manifest as mf  # the manifest format: the one thing sh
 from . import formats
 from .errors import GemforgeError
 from .paths import build_dir as default_build_dir
-from .vulkan import Buffer, Device, Program, Recording
+from .vulkan import Buffer, Device, Program, Recording, View
 
 
 def cdiv(a: int, b: int) -> int:
@@ -30,6 +30,22 @@ def groups_2d(n: int, limit: int = 65535) -> tuple[int, int]:
         return n, 1
     y = cdiv(n, limit)
     return cdiv(n, y), y
+
+
+@dataclass(frozen=True)
+class Split:
+    """A split-K product's output left as its partials (``linear(..., defer_sum=True)``): part holds
+    [splits, T, N] fp32, ``stride`` = T * N elements apart, and the op that reads the product (rmsnorm,
+    qk_rope, geglu) sums them in order as it loads them -- the sums split_sum would have written,
+    without its dispatch and the extra pass over y."""
+    part: Buffer | View
+    splits: int
+    stride: int
+
+
+def split_input(x) -> tuple[object, int, int]:
+    """(buffer, splits, stride) of an op's input: a plain buffer is one partial."""
+    return (x.part, x.splits, x.stride) if isinstance(x, Split) else (x, 1, 0)
 
 
 @dataclass
@@ -205,13 +221,15 @@ class NormOps:
             raise GemforgeError("rmsnorm: w2 and z go together, and only with a residual")
         mode = "add_norm" if w2 is not None else ("add" if residual is not None else "plain")
         prog = self.program("rmsnorm", mode=mode)
+        x, splits, pstride = split_input(x)
         bufs = {"x": x, "w": w, "y": y}
         if residual is not None:
             bufs["r"] = residual
         if w2 is not None:
             bufs.update(w2=w2, z=z)
         slices = self.norm_slices(rows, L)
-        rec.dispatch(prog, bufs, {"rows": rows, "L": L, "eps": eps, "slices": slices}, groups_2d(rows * slices))
+        rec.dispatch(prog, bufs, {"rows": rows, "L": L, "eps": eps, "slices": slices, "splits": splits,
+                                  "pstride": pstride}, groups_2d(rows * slices))
 
     # -- fused ops ---------------------------------------------------------------------------
     def qk_rope(self, rec: Recording, qkv, qw, kw, ctrl, qn, kcache, vcache, T: int, Hq: int, Hkv: int, D: int,
@@ -221,9 +239,11 @@ class NormOps:
         if not 0 < T <= C:
             raise GemforgeError(f"qk_rope: {T} rows do not fit a {C}-slot cache")
         prog = self.program("qk_rope", head_dim=D)
+        qkv, splits, pstride = split_input(qkv)
         bufs = {"qkv": qkv, "qw": qw, "kw": kw, "freqs": self._rope_table(D, base, scale), "ctrl": ctrl,
                 "qn": qn, "kcache": kcache, "vcache": vcache}
-        rec.dispatch(prog, bufs, {"T": T, "Hq": Hq, "Hkv": Hkv, "C": C, "eps": eps}, groups_2d(T * (Hq + 2 * Hkv)))
+        rec.dispatch(prog, bufs, {"T": T, "Hq": Hq, "Hkv": Hkv, "C": C, "eps": eps, "splits": splits,
+                                  "pstride": pstride}, groups_2d(T * (Hq + 2 * Hkv)))
 
 
 def _mixins():

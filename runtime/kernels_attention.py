@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .errors import GemforgeError
-from .kernels import cdiv, groups_2d
+from .kernels import cdiv, groups_2d, split_input
 from .reference.attention import rope_inv_freq
 from .vulkan import Buffer, Recording, View
 
@@ -137,11 +137,17 @@ class AttentionOps:
                                 "cooperative-matrix attention (fp16 q, k, v and probabilities, fp32 sums)", head_dim=D)
 
     # -- elementwise ------------------------------------------------------------------------
-    def geglu(self, rec: Recording, gu, out, T: int, F: int) -> None:
-        """out [T, F] = gelu_tanh(gu[:, :F]) * gu[:, F:] (gu [T, 2F]: gate columns, then up)."""
-        self._check("geglu", "gu", gu, T * 2 * F * 4)
-        self._check("geglu", "out", out, T * F * 4)
-        self._dispatch_1d(rec, self.program("geglu"), {"gu": gu, "y": out}, {"T": T, "F": F}, T * F)
+    def geglu(self, rec: Recording, gu, out, T: int, F: int, f16: bool = False) -> None:
+        """out [T, F] = gelu_tanh(gu[:, :F]) * gu[:, F:] (gu [T, 2F]: gate columns, then up; or the Split
+        partials of the product that makes it). ``f16``: out in fp16 (round to nearest even), the
+        input rows of the cooperative-matrix matmul (linear's x16); F must be a multiple of 8."""
+        if f16 and F % 8:
+            raise GemforgeError(f"geglu: an fp16 output needs F % 8 == 0 (F = {F})", "use the fp32 output")
+        gu, splits, pstride = split_input(gu)
+        self._check("geglu", "gu", gu, splits * T * 2 * F * 4)
+        self._check("geglu", "out", out, T * F * (2 if f16 else 4))
+        self._dispatch_1d(rec, self.program("geglu", out="f16" if f16 else "f32"), {"gu": gu, "y": out},
+                          {"T": T, "F": F, "splits": splits, "pstride": pstride}, T * F // 8 if f16 else T * F)
 
     def add(self, rec: Recording, a, b, out, n: int) -> None:
         """out = a + b over n floats."""

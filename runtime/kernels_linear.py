@@ -8,7 +8,7 @@ Weights split in row parts get one dispatch per part: a part writes only its own
 from __future__ import annotations
 
 from .errors import GemforgeError
-from .kernels import Weight, cdiv, groups_2d
+from .kernels import Split, Weight, cdiv, groups_2d
 from .vulkan import Buffer, Recording, View
 
 
@@ -31,8 +31,14 @@ class LinearOps:
         return sorted({a.axes["bucket"] for a in self.manifest.artifacts.values()
                        if a.op == "matmul" and a.axes.get("format") == fmt})
 
-    def linear(self, rec: Recording, W: Weight, x, y, T: int, act: str | None = None) -> None:
+    def linear(self, rec: Recording, W: Weight, x, y, T: int, act: str | None = None,
+               defer_sum: bool = False, x16=None) -> Buffer | Split:
         """y[T, W.N] = x[T, W.K] @ W.T in fp32 (T == 1: matvec; T <= 256: matmul of the bucket >= T).
+        Returns what holds the product: y, or with ``defer_sum`` where the cooperative-matrix matmul
+        split K over one weight part, a Split of its partials (y is not written) for the op that reads
+        it to sum (rmsnorm, qk_rope, geglu: one dispatch and one pass over y fewer than split_sum).
+        ``x16``: x already in fp16 rows of round_up(K, 8) (to_f16's output, or geglu's with f16), for
+        the cooperative-matrix matmul only (takes_f16 says when it runs): no to_f16 pass.
 
         act='geglu' (decode only, T == 1): x holds [2 W.K], gate columns then up columns (geglu's
         input), and the product uses gelu_tanh(gate) * up as its vector -- the GeGLU folded into
@@ -56,13 +62,19 @@ class LinearOps:
             if act:
                 _need(f"linear '{W.name}' x", x, 4 * 2 * W.K, f"x must hold [{2 * W.K}] fp32 (gate, then up) for act={act!r}")
             self._matvec(rec, W, act or "plain", {"x": x, "y": y})
-            return
+            return y
         bucket = next(b for b in buckets if b >= T)
         prog = self.matmul_program(W.fmt, bucket, small=self.is_small(W))
         v = prog.artifact.values
         tm, tn = min(v["tile_m"], bucket), v["tile_n"]
         coop = prog.artifact.op == "matmul_coop"
-        if coop:                                   # its x: fp16 rows padded to 8 values (matmul_coop.yaml)
+        if x16 is not None and not coop:
+            raise GemforgeError(f"linear '{W.name}': x16 given, but {prog.name} reads fp32 x",
+                                "pass x16 only where takes_f16(W, T) is true")
+        if x16 is not None:
+            _need(f"linear '{W.name}' x16", x16, 2 * T * cdiv(W.K, 8) * 8, f"x16 must hold [{T}, {cdiv(W.K, 8) * 8}] fp16")
+            xh = x16
+        elif coop:                                 # its x: fp16 rows padded to 8 values (matmul_coop.yaml)
             xh = self._scratch("matmul-x16", 2 * T * cdiv(W.K, 8) * 8)
             self.to_f16(rec, x, xh, T, W.K)
         for p in W.parts:
@@ -78,9 +90,30 @@ class LinearOps:
             if v.get("raster") == "m":           # row tiles of x along grid x (see matmul_coop.yaml)
                 grid = (grid[1], grid[0], splits)
             rec.dispatch(prog, {"w": p.buffer, "x": xh, "y": y, "part": part}, {**push, "kchunk": kchunk}, grid)
+            if splits > 1 and defer_sum and len(W.parts) == 1:
+                return Split(View(part, 0, 4 * splits * T * p.rows), splits, T * p.rows)
             if splits > 1:
-                self._dispatch_1d(rec, self.program("split_sum"), {"part": part, "y": y},
-                                  {"T": T, "rows": p.rows, "row0": p.row0, "ldy": W.N, "splits": splits}, T * p.rows)
+                self.split_sum(rec, part, y, T, p.rows, p.row0, W.N, splits)
+        return y
+
+    def takes_f16(self, W: Weight, T: int) -> bool:
+        """Whether linear of W at T rows runs the cooperative-matrix matmul (which reads x in fp16, so a
+        producer that writes fp16 saves it the to_f16 pass: linear's x16)."""
+        buckets = self.buckets(W.fmt)
+        if T < 2 or not buckets or T > buckets[-1]:
+            return False
+        return self.matmul_choice(W.fmt, next(b for b in buckets if b >= T))[0] == "matmul_coop"
+
+    def split_sum(self, rec: Recording, part, y, T: int, rows: int, row0: int, ldy: int, splits: int) -> None:
+        """y[m, row0 + n] = sum over s in order of part[s, m, n] (part [splits, T, rows] fp32), m < T, n < rows."""
+        if min(T, rows, splits) < 1 or row0 + rows > ldy:
+            raise GemforgeError(f"split_sum: T={T}, rows={rows}, splits={splits}, row0={row0}, ldy={ldy}",
+                                "T, rows and splits must be positive and row0 + rows <= ldy")
+        _need("split_sum part", part, 4 * splits * T * rows, f"part must hold [{splits}, {T}, {rows}] fp32")
+        _need("split_sum y", y, 4 * ((T - 1) * ldy + row0 + rows), f"y must hold [{T}, {ldy}] fp32")
+        self._dispatch_1d(rec, self.program("split_sum"), {"part": part, "y": y},
+                          {"T": T, "rows": rows, "row0": row0, "ldy": ldy, "splits": splits},
+                          T * rows // 4 if rows % 4 == 0 else T * rows)    # 4 outputs an invocation (split_sum.yaml)
 
     def to_f16(self, rec: Recording, x: Buffer, y: Buffer, T: int, K: int) -> int:
         """y [T, ldx] fp16 = x [T, K] fp32 rounded to nearest even, each row zero-padded to ldx =

@@ -131,6 +131,7 @@ class Engine:
         self.o = buf(T * H * f32, "o")
         self.gu = buf(T * 2 * cfg.ffn * f32, "gate_up")
         self.act = buf(T * cfg.ffn * f32, "act")
+        self.act16 = buf(T * cfg.ffn * 2, "act16")      # prefill: geglu's fp16 output, the down product's x
         self.down = buf(T * H * f32, "down")
         self.ids = buf(T * 4, "ids", host=True)
         self.ctrl = buf(64, "ctrl", host=True)
@@ -218,59 +219,65 @@ class Engine:
         norms, geglu = self.decode_folds() if T == 1 else ("separate", "separate")
         pending = None      # an add_norm (x, residual, w, w2, h) left for the next product to fold in
 
-        def product_norm(W, x, y, residual, w, w2, h, act=None):
+        def product_norm(W, x, y, residual, w, w2, h, act=None, x16=None):
             """y = W @ x (act: linear's), then h = residual + norm(y) * w and xn = norm(h) * w2. No kernel
             folds both an input geglu and the norms after: with act, the norms stay before or separate."""
             nonlocal pending
             if norms == "after" and act is None:
                 k.linear_norm_after(rec, W, x, y, residual, w, w2, h, self.xn, cfg.eps)
                 return
-            k.linear(rec, W, x, y, T, act=act)
+            y = k.linear(rec, W, x, y, T, act=act, defer_sum=True, x16=x16)
             if norms == "before":
                 pending = (y, residual, w, w2, h)
             else:
                 k.rmsnorm(rec, y, w, h, T, H, cfg.eps, residual=residual, w2=w2, z=self.xn)
 
         def linear_xn(W, y):
-            """y = W @ xn, where xn is the pending add_norm's output when one is pending."""
+            """y = W @ xn, where xn is the pending add_norm's output when one is pending. Returns what
+            holds y (prefill: maybe the split-K partials, summed by the op that reads them)."""
             nonlocal pending
             if pending:
                 k.linear_addnorm(rec, W, *pending, y, cfg.eps)
                 pending = None
-            else:
-                k.linear(rec, W, self.xn, y, T)
+                return y
+            return k.linear(rec, W, self.xn, y, T, defer_sum=True)
 
         k.rmsnorm(rec, self.x, self.layers[0].attn_norm, self.xn, T, H, cfg.eps)
         last = len(self.layers) - 1
+        f16_act = cfg.ffn % 8 == 0 and k.takes_f16(self.layers[0].w_down, T)   # prefill on matmul_coop
         for i, L in enumerate(self.layers):
-            linear_xn(L.wqkv, self.qkv)
+            qkv = linear_xn(L.wqkv, self.qkv)
             # q_norm/k_norm per head, RoPE, and k, v into the cache: one dispatch
-            k.qk_rope(rec, self.qkv, L.q_norm, L.k_norm, self.ctrl, self.qn, L.kcache, L.vcache, T, Hq, Hkv, D,
+            k.qk_rope(rec, qkv, L.q_norm, L.k_norm, self.ctrl, self.qn, L.kcache, L.vcache, T, Hq, Hkv, D,
                       L.cache_len, cfg.eps, L.rope_base, L.rope_scale)
             k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, self.ctrl, T, Hq, Hkv, D, L.cache_len,
                         L.window, self.attn_scale)
             # h = x + post_attn_norm(o); xn = ffn_norm(h)
             product_norm(L.wo, self.attn, self.o, self.x, L.post_attn_norm, L.ffn_norm, self.h)
             act = "geglu" if geglu == "before" else None      # the down product's input geglu
+            down16 = None
             if geglu == "after":
                 k.linear_geglu_after(rec, L.w_gate_up, self.xn, self.act)
                 down_in = self.act
             else:
-                linear_xn(L.w_gate_up, self.gu)
+                gu = linear_xn(L.w_gate_up, self.gu)
                 down_in = self.gu if act else self.act
-                if geglu == "separate":
-                    k.geglu(rec, self.gu, self.act, T, cfg.ffn)
+                if geglu == "separate" and f16_act:        # straight into the down product's fp16 x
+                    k.geglu(rec, gu, self.act16, T, cfg.ffn, f16=True)
+                    down16 = self.act16
+                elif geglu == "separate":
+                    k.geglu(rec, gu, self.act, T, cfg.ffn)
             # x = h + post_ffn_norm(down); xn = the next layer's attn_norm(x) (after the last layer,
             # with norms after: the output norm)
             if i < last:
                 product_norm(L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm,
-                             self.x, act)
+                             self.x, act, down16)
             elif norms == "after" and act is None:     # the output norm, folded like the others
                 product_norm(L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.out_norm, self.x)
                 return True
             else:
-                k.linear(rec, L.w_down, down_in, self.down, T, act=act)
-                k.rmsnorm(rec, self.down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h)
+                down = k.linear(rec, L.w_down, down_in, self.down, T, act=act, defer_sum=True, x16=down16)
+                k.rmsnorm(rec, down, L.post_ffn_norm, self.x, T, H, cfg.eps, residual=self.h)
         return False
 
     def record_step(self, T: int, head: str, topk: int = 0, timestamps: bool = False) -> Recording:

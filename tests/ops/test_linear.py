@@ -18,7 +18,7 @@ from gemforge.gen.spec import BUCKETS, load_spec
 from gemforge.runtime import formats, paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
-from gemforge.runtime.kernels import row_words, upload_packed_weight, upload_weight
+from gemforge.runtime.kernels import Split, row_words, upload_packed_weight, upload_weight
 from tests.conftest import SENTINEL, assert_close, dispatch_names
 
 FORMATS = formats.FORMATS
@@ -143,6 +143,31 @@ def test_split_k(device, kernels, rng, impl, fmt):
     y, names = run(device, kernels, W, x, T, pad_rows=28)
     assert names == expected_dispatches(fmt, T, impl, split_sum=True)
     assert_close(y, ref.linear(x, formats.quantize_roundtrip(w, fmt)), tolerance(fmt, T, impl), f"split-K {fmt}")
+
+
+@pytest.mark.parametrize("impl", ["coopmat"], indirect=True)
+def test_split_k_deferred_sum(device, kernels, rng, impl):
+    """linear(..., defer_sum=True) where K splits: no split_sum, y untouched, and a Split whose partials
+    sum in order to what split_sum writes (bit for bit); where nothing splits (decode), y as usual."""
+    N, K, T = 200, 4001, 100
+    x, w = make(rng, T, N, K)
+    W = upload_weight(device, w, "q8_0", "w")
+    bx = device.upload(x)
+    want, _ = run(device, kernels, W, x, T)
+    by = device.upload(np.full((T, N), SENTINEL, np.float32))
+    got = []
+    names = dispatch_names(device, lambda rec: got.append(kernels.linear(rec, W, bx, by, T, defer_sum=True)))
+    assert names == expected_dispatches("q8_0", T, impl)            # no split_sum
+    assert isinstance(got[0], Split) and got[0].splits == splits_of(kernels, W, T) > 1
+    assert np.all(by.read(np.float32, T * N) == SENTINEL), "a deferred sum must leave y alone"
+    parts = got[0].part.buffer.read(np.float32, got[0].splits * T * N, offset=got[0].part.offset)
+    acc = np.zeros(T * N, np.float32)
+    for s in range(got[0].splits):
+        acc = acc + parts[s * T * N:(s + 1) * T * N]
+    np.testing.assert_array_equal(acc.reshape(T, N), want)
+    rec = device.record()
+    assert kernels.linear(rec, W, bx, by, 1, defer_sum=True) is by
+    rec.destroy()
 
 
 def _dequant_rows(words, fmt, N, K, rows):

@@ -45,6 +45,26 @@ def test_geglu(device, kernels, rng, T, F):
     assert_close(got[:T * F].reshape(T, F)[~big], want[~big], SPECS["geglu"].tolerance["f32"], "geglu")
 
 
+@pytest.mark.parametrize("T,F", [(1, 2048), (3, 1000)])
+def test_geglu_f16_output(device, kernels, rng, T, F):
+    """The fp16 output (the cooperative-matrix matmul's x for the down product) is the fp32 output
+    rounded to nearest even, bit for bit (numpy's float16 rounding), overflow to inf included; rows
+    past T are left alone."""
+    gu = (rng.standard_normal((T, 2 * F)) * 3).astype(np.float32)
+    gu[0, :4], gu[0, F:F + 4] = [2.0, -3.0, 1e3, 5.0], [1e3, 1e4, 1e3, 1e-9]    # ~1e7 overflows fp16
+    bgu = device.upload(gu)
+    b32 = device.buffer(4 * T * F)
+    b16 = device.upload(np.full((T + 1) * F, 0x7E01, np.uint16))
+    submit(device, lambda rec: (kernels.geglu(rec, bgu, b32, T, F), kernels.geglu(rec, bgu, b16, T, F, f16=True)))
+    got = b16.read(np.uint16, (T + 1) * F)
+    assert np.all(got[T * F:] == 0x7E01), "geglu (fp16) wrote past row T"
+    with np.errstate(over="ignore"):
+        want = b32.read(np.float32, T * F).astype(np.float16).view(np.uint16)
+    np.testing.assert_array_equal(got[:T * F], want)
+    with pytest.raises(GemforgeError, match="F % 8 == 0"):
+        kernels.geglu(device.record(), bgu, b16, 1, 1001, f16=True)
+
+
 def test_gelu_reference():
     x = np.array([-1e4, -3.0, -1.0, 0.0, 0.5, 1.0, 3.0, 1e4], np.float32)
     want = [0.0, -0.0036373, -0.1588080, 0.0, 0.3457140, 0.8411920, 2.9963627, 1e4]
@@ -74,6 +94,31 @@ def test_to_f16_refuses_small_buffers(device, kernels):
     rec = device.record()
     with pytest.raises(GemforgeError, match=r"to_f16 y: .* 64 needed.*\[2, 16\] fp16"):
         kernels.to_f16(rec, device.upload(np.zeros(2 * 9, np.float32)), device.buffer(38), 2, 9)
+
+
+@pytest.mark.parametrize("T,rows,splits", [(3, 64, 1), (5, 100, 8), (7, 96, 9), (2, 37, 13), (256, 44, 20)])
+def test_split_sum(device, kernels, rng, T, rows, splits):
+    """The splits summed in order, bit for bit as numpy's sequential fp32 sum, into columns row0 .. row0 +
+    rows of a wider y (vec4 path where rows % 4 == 0, scalar otherwise; split counts across the loads
+    issued together); every other element of y is left alone."""
+    part = (rng.standard_normal((splits, T, rows)) * np.logspace(0, 6, splits)[:, None, None]).astype(np.float32)
+    row0, ldy = 4, rows + 12
+    by = device.upload(np.full((T + 1, ldy), SENTINEL, np.float32))
+    submit(device, lambda rec: kernels.split_sum(rec, device.upload(part), by, T, rows, row0, ldy, splits))
+    want = np.full((T + 1, ldy), SENTINEL, np.float32)
+    acc = np.zeros((T, rows), np.float32)
+    for s in range(splits):
+        acc = acc + part[s]
+    want[:T, row0:row0 + rows] = acc
+    np.testing.assert_array_equal(by.read().reshape(T + 1, ldy), want)
+
+
+def test_split_sum_refuses_bad_calls(device, kernels):
+    rec = device.record()
+    with pytest.raises(GemforgeError, match=r"split_sum part: .* 96 needed"):
+        kernels.split_sum(rec, device.buffer(64), device.buffer(1024), 2, 4, 0, 4, 3)
+    with pytest.raises(GemforgeError, match=r"row0 \+ rows <= ldy"):
+        kernels.split_sum(rec, device.buffer(1024), device.buffer(1024), 2, 4, 2, 4, 3)
 
 
 @pytest.mark.parametrize("n", [1, 1000, 70001])

@@ -2,6 +2,7 @@
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_arithmetic : enable
 // gemforge kernel qk_rope_d256 (generated from templates/glsl; do not edit)
+#extension GL_EXT_control_flow_attributes : enable
 // One workgroup per (row t, head); thread i owns the rotated pair (i, i + D/2) of that head.
 layout(local_size_x = 128) in;
 layout(std430, set = 0, binding = 0) restrict readonly buffer B_qkv { float qkv[]; };
@@ -12,7 +13,7 @@ layout(std430, set = 0, binding = 4) restrict readonly buffer B_ctrl { uint ctrl
 layout(std430, set = 0, binding = 5) restrict writeonly buffer B_qn { float qn[]; };
 layout(std430, set = 0, binding = 6) restrict writeonly buffer B_kcache { float kcache[]; };
 layout(std430, set = 0, binding = 7) restrict writeonly buffer B_vcache { float vcache[]; };
-layout(push_constant) uniform PushConstants { uint T; uint Hq; uint Hkv; uint C; float eps; } pc;
+layout(push_constant) uniform PushConstants { uint T; uint Hq; uint Hkv; uint C; float eps; uint splits; uint pstride; } pc;
 
 const float TWO_OVER_PI = 0.636619772367581343;
 
@@ -43,6 +44,15 @@ vec2 sincos_reduced(float a) {
     }
 }
 
+float qkv_in(uint i) {
+    if (pc.splits == 1u) return qkv[i];
+    float v[8];
+    [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = qkv[min(j, pc.splits - 1u) * pc.pstride + i];
+    float s = v[0];
+    [[unroll]] for (uint j = 1u; j < 8u; j++) if (j < pc.splits) s += v[j];
+    for (uint k = 8u; k < pc.splits; k++) s += qkv[k * pc.pstride + i];
+    return s;
+}
 
 const uint D = 256u;
 const uint HALF = 128u;
@@ -56,8 +66,8 @@ void main() {
     const uint h = wg % heads;
     const uint i = gl_LocalInvocationID.x;
     const uint src = (t * heads + h) * D;
-    float a = qkv[src + i];
-    float b = qkv[src + i + HALF];
+    float a = qkv_in(src + i);
+    float b = qkv_in(src + i + HALF);
     const uint pos = ctrl[0] + t;
     const uint slot = pos % pc.C;
     const uint kvd = pc.Hkv * D;

@@ -16,7 +16,7 @@ layout(std430, set = 0, binding = 0) restrict readonly buffer B_x { float x[]; }
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_w { float w[]; };
 layout(std430, set = 0, binding = 2) restrict readonly buffer B_r { float r[]; };
 layout(std430, set = 0, binding = 3) restrict writeonly buffer B_y { float y[]; };
-layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; uint slices; } pc;
+layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; uint slices; uint splits; uint pstride; } pc;
 
 const uint WG = 512u;
 const uint NPT = 11u;   // elements a thread keeps in registers
@@ -32,6 +32,15 @@ float wg_sum(float v, uint k) {
     float t = 0.0;
     for (uint g = gl_SubgroupInvocationID; g < gl_NumSubgroups; g += gl_SubgroupSize) t += wg_partial[k][g];
     return subgroupAdd(t);
+}
+float x_in(uint i) {
+    if (pc.splits == 1u) return x[i];
+    float v[8];
+    [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = x[min(j, pc.splits - 1u) * pc.pstride + i];
+    float s = v[0];
+    [[unroll]] for (uint j = 1u; j < 8u; j++) if (j < pc.splits) s += v[j];
+    for (uint k = 8u; k < pc.splits; k++) s += x[k * pc.pstride + i];
+    return s;
 }
 
 // this thread's register elements of the row into y[base + lo, base + hi). The unrolled loops that
@@ -57,12 +66,12 @@ void main() {
     float ss = 0.0;
     [[unroll]] for (uint j = 0u; j < 11u; j++) {
         const uint i = tid + j * WG;
-        const float e = x[base + min(i, pc.L - 1u)];
+        const float e = x_in(base + min(i, pc.L - 1u));
         v[j] = i < pc.L ? e : 0.0;
         ss += v[j] * v[j];
     }
     for (uint i = tid + 11u * WG; i < pc.L; i += WG) {
-        const float e = x[base + i];
+        const float e = x_in(base + i);
         ss += e * e;
     }
     const float inv = inversesqrt(wg_sum(ss, 0u) / float(pc.L) + pc.eps);
@@ -72,5 +81,5 @@ void main() {
         v[j] = ri + v[j] * inv * wi;
     }
     store_slice(v, base, lo, hi);
-    for (uint i = tid + NPT * WG; i < pc.L; i += WG) if (i >= lo && i < hi) y[base + i] = r[base + i] + x[base + i] * inv * w[i];
+    for (uint i = tid + NPT * WG; i < pc.L; i += WG) if (i >= lo && i < hi) y[base + i] = r[base + i] + x_in(base + i) * inv * w[i];
 }

@@ -18,7 +18,7 @@ layout(std430, set = 0, binding = 2) restrict readonly buffer B_r { float r[]; }
 layout(std430, set = 0, binding = 3) restrict readonly buffer B_w2 { float w2[]; };
 layout(std430, set = 0, binding = 4) restrict writeonly buffer B_y { float y[]; };
 layout(std430, set = 0, binding = 5) restrict writeonly buffer B_z { float z[]; };
-layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; uint slices; } pc;
+layout(push_constant) uniform PushConstants { uint rows; uint L; float eps; uint slices; uint splits; uint pstride; } pc;
 
 const uint WG = 512u;
 const uint NPT = 11u;   // elements a thread keeps in registers
@@ -34,6 +34,15 @@ float wg_sum(float v, uint k) {
     float t = 0.0;
     for (uint g = gl_SubgroupInvocationID; g < gl_NumSubgroups; g += gl_SubgroupSize) t += wg_partial[k][g];
     return subgroupAdd(t);
+}
+float x_in(uint i) {
+    if (pc.splits == 1u) return x[i];
+    float v[8];
+    [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = x[min(j, pc.splits - 1u) * pc.pstride + i];
+    float s = v[0];
+    [[unroll]] for (uint j = 1u; j < 8u; j++) if (j < pc.splits) s += v[j];
+    for (uint k = 8u; k < pc.splits; k++) s += x[k * pc.pstride + i];
+    return s;
 }
 
 // this thread's register elements of the row into y[base + lo, base + hi). The unrolled loops that
@@ -59,12 +68,12 @@ void main() {
     float ss = 0.0;
     [[unroll]] for (uint j = 0u; j < 11u; j++) {
         const uint i = tid + j * WG;
-        const float e = x[base + min(i, pc.L - 1u)];
+        const float e = x_in(base + min(i, pc.L - 1u));
         v[j] = i < pc.L ? e : 0.0;
         ss += v[j] * v[j];
     }
     for (uint i = tid + 11u * WG; i < pc.L; i += WG) {
-        const float e = x[base + i];
+        const float e = x_in(base + i);
         ss += e * e;
     }
     const float inv = inversesqrt(wg_sum(ss, 0u) / float(pc.L) + pc.eps);
@@ -81,7 +90,7 @@ void main() {
     float w2v[11];
     [[unroll]] for (uint j = 0u; j < 11u; j++) w2v[j] = w2[min(tid + j * WG, pc.L - 1u)];
     for (uint i = tid + 11u * WG; i < pc.L; i += WG) {
-        const float h = r[base + i] + x[base + i] * inv * w[i];
+        const float h = r[base + i] + x_in(base + i) * inv * w[i];
         ss2 += h * h;
     }
     const float inv2 = inversesqrt(wg_sum(ss2, 1u) / float(pc.L) + pc.eps);
@@ -91,7 +100,7 @@ void main() {
         if (i >= lo && i < hi) z[base + i] = v[j] * inv2 * w2v[j];
     }
     for (uint i = tid + NPT * WG; i < pc.L; i += WG) {
-        const float h = r[base + i] + x[base + i] * inv * w[i];
+        const float h = r[base + i] + x_in(base + i) * inv * w[i];
         if (i >= lo && i < hi) {
             y[base + i] = h;
             z[base + i] = h * inv2 * w2[i];
