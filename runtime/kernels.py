@@ -213,21 +213,26 @@ class NormOps:
         return max(1, min(self.MAX_SLICES, cdiv(L, self.SLICE_L)))
 
     # -- norms -------------------------------------------------------------------------------
-    def rmsnorm(self, rec: Recording, x, w, y, rows: int, L: int, eps: float, residual=None, w2=None, z=None) -> None:
+    def rmsnorm(self, rec: Recording, x, w, y, rows: int, L: int, eps: float, residual=None, w2=None, z=None,
+                z16: bool = False) -> None:
         """y = x / rms(x) * w per row of length L; with ``residual``: y = residual + that;
-        with ``w2`` and ``z`` as well: z = y / rms(y) * w2 (the next norm, fused).
-        y and z must not be x or residual (workgroups sharing a row read all of it)."""
+        with ``w2`` and ``z`` as well: z = y / rms(y) * w2 (the next norm, fused); ``z16``: z in fp16
+        rows of round_up(L, 8) (to_f16's layout: the next cooperative-matrix product's x16).
+        x may be a Split (a product's partials, summed here). y and z must not be x or residual
+        (workgroups sharing a row read all of it)."""
         if (w2 is None) != (z is None) or (w2 is not None and residual is None):
             raise GemforgeError("rmsnorm: w2 and z go together, and only with a residual")
         mode = "add_norm" if w2 is not None else ("add" if residual is not None else "plain")
-        prog = self.program("rmsnorm", mode=mode)
+        if z16 and mode != "add_norm":
+            raise GemforgeError("rmsnorm: z16 is add_norm's fp16 z; give w2 and z too")
+        prog = self.program("rmsnorm", mode=mode, zout="f16" if z16 else "f32")
         x, splits, pstride = split_input(x)
         bufs = {"x": x, "w": w, "y": y}
         if residual is not None:
             bufs["r"] = residual
         if w2 is not None:
             bufs.update(w2=w2, z=z)
-        slices = self.norm_slices(rows, L)
+        slices = 1 if z16 else self.norm_slices(rows, L)
         rec.dispatch(prog, bufs, {"rows": rows, "L": L, "eps": eps, "slices": slices, "splits": splits,
                                   "pstride": pstride}, groups_2d(rows * slices))
 

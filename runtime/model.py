@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import ModelConfig
 from .errors import GemforgeError, ModelError
-from .kernels import Kernels, Weight, concat_packed, upload_packed_weight
+from .kernels import Kernels, Weight, cdiv, concat_packed, upload_packed_weight
 from .sampling import Sampler, SamplingParams
 from .vulkan import Buffer, Device, Recording, View
 
@@ -125,6 +125,7 @@ class Engine:
         self.x = buf(T * H * f32, "x")
         self.h = buf(T * H * f32, "h")
         self.xn = buf(T * H * f32, "xn")
+        self.xn16 = buf(T * cdiv(H, 8) * 8 * 2, "xn16")     # prefill: xn in fp16, the next product's x
         self.qkv = buf(T * (cfg.q_dim + 2 * cfg.kv_dim) * f32, "qkv")
         self.qn = buf(T * cfg.q_dim * f32, "qn")
         self.attn = buf(T * cfg.q_dim * f32, "attn")
@@ -218,11 +219,13 @@ class Engine:
         H, D, Hq, Hkv = cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
         norms, geglu = self.decode_folds() if T == 1 else ("separate", "separate")
         pending = None      # an add_norm (x, residual, w, w2, h) left for the next product to fold in
+        xn16 = False        # xn16 (not xn) holds the normed input of the next product (prefill on matmul_coop)
 
-        def product_norm(W, x, y, residual, w, w2, h, act=None, x16=None):
+        def product_norm(W, x, y, residual, w, w2, h, act=None, x16=None, nxt=None):
             """y = W @ x (act: linear's), then h = residual + norm(y) * w and xn = norm(h) * w2. No kernel
-            folds both an input geglu and the norms after: with act, the norms stay before or separate."""
-            nonlocal pending
+            folds both an input geglu and the norms after: with act, the norms stay before or separate.
+            nxt: the product that reads xn next; where it runs on matmul_coop, xn goes to xn16 in fp16."""
+            nonlocal pending, xn16
             if norms == "after" and act is None:
                 k.linear_norm_after(rec, W, x, y, residual, w, w2, h, self.xn, cfg.eps)
                 return
@@ -230,17 +233,20 @@ class Engine:
             if norms == "before":
                 pending = (y, residual, w, w2, h)
             else:
-                k.rmsnorm(rec, y, w, h, T, H, cfg.eps, residual=residual, w2=w2, z=self.xn)
+                xn16 = T > 1 and nxt is not None and k.takes_f16(nxt, T)
+                k.rmsnorm(rec, y, w, h, T, H, cfg.eps, residual=residual, w2=w2, z=self.xn16 if xn16 else self.xn,
+                          z16=xn16)
 
         def linear_xn(W, y):
             """y = W @ xn, where xn is the pending add_norm's output when one is pending. Returns what
             holds y (prefill: maybe the split-K partials, summed by the op that reads them)."""
-            nonlocal pending
+            nonlocal pending, xn16
             if pending:
                 k.linear_addnorm(rec, W, *pending, y, cfg.eps)
                 pending = None
                 return y
-            return k.linear(rec, W, self.xn, y, T, defer_sum=True)
+            x16, xn16 = (self.xn16 if xn16 else None), False
+            return k.linear(rec, W, self.xn, y, T, defer_sum=True, x16=x16)
 
         k.rmsnorm(rec, self.x, self.layers[0].attn_norm, self.xn, T, H, cfg.eps)
         last = len(self.layers) - 1
@@ -253,7 +259,8 @@ class Engine:
             k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, self.ctrl, T, Hq, Hkv, D, L.cache_len,
                         L.window, self.attn_scale)
             # h = x + post_attn_norm(o); xn = ffn_norm(h)
-            product_norm(L.wo, self.attn, self.o, self.x, L.post_attn_norm, L.ffn_norm, self.h)
+            product_norm(L.wo, self.attn, self.o, self.x, L.post_attn_norm, L.ffn_norm, self.h,
+                         nxt=L.w_gate_up if geglu == "separate" else None)
             act = "geglu" if geglu == "before" else None      # the down product's input geglu
             down16 = None
             if geglu == "after":
@@ -271,7 +278,7 @@ class Engine:
             # with norms after: the output norm)
             if i < last:
                 product_norm(L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.layers[i + 1].attn_norm,
-                             self.x, act, down16)
+                             self.x, act, down16, nxt=self.layers[i + 1].wqkv)
             elif norms == "after" and act is None:     # the output norm, folded like the others
                 product_norm(L.w_down, down_in, self.down, self.h, L.post_ffn_norm, self.out_norm, self.x)
                 return True

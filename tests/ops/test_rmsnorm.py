@@ -33,3 +33,28 @@ def test_rmsnorm(device, kernels, rng, rows, L, slices, mode, monkeypatch):
     assert_close(by.read().reshape(rows, L), want, TOL, f"rmsnorm {mode} {rows}x{L}")
     if fused:
         assert_close(bz.read().reshape(rows, L), ref.rmsnorm(want, w2), TOL, f"rmsnorm add_norm z {rows}x{L}")
+
+
+# 640: the registers hold the row; 1001: not a multiple of 8 (padded rows); 6001: past the registers
+# (the rest is read again, and shuffled in the same trip count everywhere)
+@pytest.mark.parametrize("rows,L", [(3, 640), (5, 1001), (2, 6001), (1, 7)])
+def test_rmsnorm_add_norm_fp16_z(device, kernels, rng, rows, L):
+    """z16: add_norm's z in fp16 rows of round_up(L, 8), zeros past L -- bit for bit the fp32 z rounded
+    to nearest even (to_f16's layout and rounding); y as with the fp32 z; nothing past the last row."""
+    x = (rng.standard_normal((rows, L)) * 300).astype(np.float32)
+    w, w2 = ((1 + rng.standard_normal(L) * 0.1).astype(np.float32) for _ in range(2))
+    r = rng.standard_normal((rows, L)).astype(np.float32) * 1000
+    bx, bw, bw2, br = (device.upload(a) for a in (x, w, w2, r))
+    ldz = -(-L // 8) * 8
+    y32, z32, y16 = (device.buffer(x.nbytes) for _ in range(3))
+    z16 = device.upload(np.full((rows + 1) * ldz, 0x7E01, np.uint16))
+    rec = device.record()
+    kernels.rmsnorm(rec, bx, bw, y32, rows, L, 1e-6, residual=br, w2=bw2, z=z32)
+    kernels.rmsnorm(rec, bx, bw, y16, rows, L, 1e-6, residual=br, w2=bw2, z=z16, z16=True)
+    rec.submit()
+    np.testing.assert_array_equal(y16.read(), y32.read())
+    got = z16.read(np.uint16, (rows + 1) * ldz)
+    assert np.all(got[rows * ldz:] == 0x7E01), "z16 written past the last row"
+    want = np.zeros((rows, ldz), np.uint16)
+    want[:, :L] = z32.read(np.float32, rows * L).reshape(rows, L).astype(np.float16).view(np.uint16)
+    np.testing.assert_array_equal(got[:rows * ldz].reshape(rows, ldz), want)
