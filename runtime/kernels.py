@@ -225,8 +225,9 @@ class NormOps:
         mode = "add_norm" if w2 is not None else ("add" if residual is not None else "plain")
         if z16 and mode != "add_norm":
             raise GemforgeError("rmsnorm: z16 is add_norm's fp16 z; give w2 and z too")
-        prog = self.program("rmsnorm", mode=mode, zout="f16" if z16 else "f32")
         x, splits, pstride = split_input(x)
+        prog = self.program("rmsnorm", mode=mode, zout="f16" if z16 else "f32",
+                            input="split" if splits > 1 else "plain")
         bufs = {"x": x, "w": w, "y": y}
         if residual is not None:
             bufs["r"] = residual
@@ -243,8 +244,8 @@ class NormOps:
         (-> kcache slot), v copied to vcache; row t is at position ctrl[0] + t, slot = position mod C."""
         if not 0 < T <= C:
             raise GemforgeError(f"qk_rope: {T} rows do not fit a {C}-slot cache")
-        prog = self.program("qk_rope", head_dim=D)
         qkv, splits, pstride = split_input(qkv)
+        prog = self.program("qk_rope", head_dim=D, input="split" if splits > 1 else "plain")
         bufs = {"qkv": qkv, "qw": qw, "kw": kw, "freqs": self._rope_table(D, base, scale), "ctrl": ctrl,
                 "qn": qn, "kcache": kcache, "vcache": vcache}
         rec.dispatch(prog, bufs, {"T": T, "Hq": Hq, "Hkv": Hkv, "C": C, "eps": eps, "splits": splits,

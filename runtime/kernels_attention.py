@@ -146,8 +146,9 @@ class AttentionOps:
         gu, splits, pstride = split_input(gu)
         self._check("geglu", "gu", gu, splits * T * 2 * F * 4)
         self._check("geglu", "out", out, T * F * (2 if f16 else 4))
-        self._dispatch_1d(rec, self.program("geglu", out="f16" if f16 else "f32"), {"gu": gu, "y": out},
-                          {"T": T, "F": F, "splits": splits, "pstride": pstride}, T * F // 8 if f16 else T * F)
+        prog = self.program("geglu", out="f16" if f16 else "f32", input="split" if splits > 1 else "plain")
+        self._dispatch_1d(rec, prog, {"gu": gu, "y": out}, {"T": T, "F": F, "splits": splits, "pstride": pstride},
+                          T * F)
 
     def add(self, rec: Recording, a, b, out, n: int) -> None:
         """out = a + b over n floats."""

@@ -31,8 +31,9 @@ def run(device, fn, out, count):
     return out.read(np.float32, count)
 
 
+@pytest.mark.parametrize("z16", [False, True])
 @pytest.mark.parametrize("splits", [2, 6, 11])
-def test_rmsnorm_add_norm_reads_partials(device, kernels, rng, splits):
+def test_rmsnorm_add_norm_reads_partials(device, kernels, rng, splits, z16):
     T, L = 5, 1152
     split, summed = partials(device, rng, splits, (T, L))
     r = device.upload(rng.standard_normal((T, L)).astype(np.float32))
@@ -40,20 +41,35 @@ def test_rmsnorm_add_norm_reads_partials(device, kernels, rng, splits):
     got = []
     for x in (split, summed):
         h, z = device.buffer(4 * T * L), device.buffer(4 * T * L)
-        run(device, lambda rec: kernels.rmsnorm(rec, x, w, h, T, L, 1e-6, residual=r, w2=w2, z=z), h, T * L)
-        got.append((h.read(np.float32, T * L), z.read(np.float32, T * L)))
+        run(device, lambda rec: kernels.rmsnorm(rec, x, w, h, T, L, 1e-6, residual=r, w2=w2, z=z, z16=z16), h, T * L)
+        got.append((h.read(np.float32, T * L), z.read(np.uint32, T * L // (2 if z16 else 1))))
     np.testing.assert_array_equal(got[0][0], got[1][0])
     np.testing.assert_array_equal(got[0][1], got[1][1])
 
 
+def test_rmsnorm_add_reads_partials(device, kernels, rng):
+    """The last layer's closing add (mode add, no second norm) reads the down product's partials."""
+    T, L = 3, 640
+    split, summed = partials(device, rng, 5, (T, L))
+    r = device.upload(rng.standard_normal((T, L)).astype(np.float32))
+    w = device.upload((1 + 0.1 * rng.standard_normal(L)).astype(np.float32))
+    outs = []
+    for x in (split, summed):
+        y = device.buffer(4 * T * L)
+        outs.append(run(device, lambda rec: kernels.rmsnorm(rec, x, w, y, T, L, 1e-6, residual=r), y, T * L))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("f16", [False, True])
 @pytest.mark.parametrize("splits", [3, 9])
-def test_geglu_reads_partials(device, kernels, rng, splits):
+def test_geglu_reads_partials(device, kernels, rng, splits, f16):
     T, F = 4, 1000
     split, summed = partials(device, rng, splits, (T, 2 * F), scale=0.5)
     outs = []
     for gu in (split, summed):
         y = device.buffer(4 * T * F)
-        outs.append(run(device, lambda rec: kernels.geglu(rec, gu, y, T, F), y, T * F))
+        out = run(device, lambda rec: kernels.geglu(rec, gu, y, T, F, f16=f16), y, T * F)
+        outs.append(out[:T * F // 2] if f16 else out)
     np.testing.assert_array_equal(outs[0], outs[1])
 
 

@@ -3,7 +3,7 @@
 #extension GL_KHR_shader_subgroup_arithmetic : enable
 // gemforge kernel geglu (generated from templates/glsl; do not edit)
 #extension GL_EXT_control_flow_attributes : enable
-// One invocation per output element.
+// One invocation per output element (the loads of the fp32 output, coalesced).
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) restrict readonly buffer B_gu { float gu[]; };
 layout(std430, set = 0, binding = 1) restrict writeonly buffer B_y { float y[]; };
@@ -22,19 +22,13 @@ float gelu_tanh(float x) {
 
 // GeGLU of one element: gate times up
 float geglu1(float gate, float up) { return gelu_tanh(gate) * up; }
-float gu_in(uint i) {
-    if (pc.splits == 1u) return gu[i];
-    float v[8];
-    [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = gu[min(j, pc.splits - 1u) * pc.pstride + i];
-    float s = v[0];
-    [[unroll]] for (uint j = 1u; j < 8u; j++) if (j < pc.splits) s += v[j];
-    for (uint k = 8u; k < pc.splits; k++) s += gu[k * pc.pstride + i];
-    return s;
-}
+float gu_in(uint i) { return gu[i]; }
+
 
 void main() {
     const uint gid = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * 256;
-    if (gid >= pc.T * pc.F) return;
+    const uint n = pc.T * pc.F;
+    if (gid >= n) return;
     const uint t = gid / pc.F;
     const uint f = gid % pc.F;
     const uint base = t * 2u * pc.F;

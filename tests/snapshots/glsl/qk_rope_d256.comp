@@ -44,15 +44,8 @@ vec2 sincos_reduced(float a) {
     }
 }
 
-float qkv_in(uint i) {
-    if (pc.splits == 1u) return qkv[i];
-    float v[8];
-    [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = qkv[min(j, pc.splits - 1u) * pc.pstride + i];
-    float s = v[0];
-    [[unroll]] for (uint j = 1u; j < 8u; j++) if (j < pc.splits) s += v[j];
-    for (uint k = 8u; k < pc.splits; k++) s += qkv[k * pc.pstride + i];
-    return s;
-}
+float qkv_in(uint i) { return qkv[i]; }
+
 
 const uint D = 256u;
 const uint HALF = 128u;

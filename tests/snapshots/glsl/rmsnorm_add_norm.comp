@@ -35,15 +35,8 @@ float wg_sum(float v, uint k) {
     for (uint g = gl_SubgroupInvocationID; g < gl_NumSubgroups; g += gl_SubgroupSize) t += wg_partial[k][g];
     return subgroupAdd(t);
 }
-float x_in(uint i) {
-    if (pc.splits == 1u) return x[i];
-    float v[8];
-    [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = x[min(j, pc.splits - 1u) * pc.pstride + i];
-    float s = v[0];
-    [[unroll]] for (uint j = 1u; j < 8u; j++) if (j < pc.splits) s += v[j];
-    for (uint k = 8u; k < pc.splits; k++) s += x[k * pc.pstride + i];
-    return s;
-}
+float x_in(uint i) { return x[i]; }
+
 
 // this thread's register elements of the row into y[base + lo, base + hi). The unrolled loops that
 // load never store: a load after a store to another binding (which might alias it) waits for that

@@ -1,0 +1,43 @@
+#version 450
+#extension GL_KHR_shader_subgroup_basic : enable
+#extension GL_KHR_shader_subgroup_arithmetic : enable
+// gemforge kernel geglu_split (generated from templates/glsl; do not edit)
+#extension GL_EXT_control_flow_attributes : enable
+// One invocation per output element (the loads of the fp32 output, coalesced).
+layout(local_size_x = 256) in;
+layout(std430, set = 0, binding = 0) restrict readonly buffer B_gu { float gu[]; };
+layout(std430, set = 0, binding = 1) restrict writeonly buffer B_y { float y[]; };
+layout(push_constant) uniform PushConstants { uint T; uint F; uint splits; uint pstride; } pc;
+
+// tanh from e = exp(-2|y|) in (0, 1]: never overflows, exact limits +-1 for large |y|.
+float tanh_stable(float y) {
+    const float e = exp(-2.0 * abs(y));
+    return sign(y) * (1.0 - e) / (1.0 + e);
+}
+
+float gelu_tanh(float x) {
+    const float SQRT_2_OVER_PI = 0.797884560802865356;
+    return 0.5 * x * (1.0 + tanh_stable(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)));
+}
+
+// GeGLU of one element: gate times up
+float geglu1(float gate, float up) { return gelu_tanh(gate) * up; }
+float gu_in(uint i) {
+    float v[8];
+    [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = gu[min(j, pc.splits - 1u) * pc.pstride + i];
+    float s = v[0];
+    [[unroll]] for (uint j = 1u; j < 8u; j++) if (j < pc.splits) s += v[j];
+    for (uint k = 8u; k < pc.splits; k++) s += gu[k * pc.pstride + i];
+    return s;
+}
+
+
+void main() {
+    const uint gid = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * 256;
+    const uint n = pc.T * pc.F;
+    if (gid >= n) return;
+    const uint t = gid / pc.F;
+    const uint f = gid % pc.F;
+    const uint base = t * 2u * pc.F;
+    y[gid] = geglu1(gu_in(base + f), gu_in(base + pc.F + f));
+}
