@@ -45,11 +45,12 @@ vec2 sincos_reduced(float a) {
 }
 
 float qkv_in(uint i) {
-    float v[8];
-    [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = qkv[min(j, pc.splits - 1u) * pc.pstride + i];
-    float s = v[0];
-    [[unroll]] for (uint j = 1u; j < 8u; j++) if (j < pc.splits) s += v[j];
-    for (uint k = 8u; k < pc.splits; k++) s += qkv[k * pc.pstride + i];
+    float s = 0.0;
+    for (uint k0 = 0u; k0 < pc.splits; k0 += 8u) {     // split_sum's loop: the same additions in the same order
+        float v[8];
+        [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = qkv[min(k0 + j, pc.splits - 1u) * pc.pstride + i];
+        [[unroll]] for (uint j = 0u; j < 8u; j++) if (k0 + j < pc.splits) s += v[j];
+    }
     return s;
 }
 

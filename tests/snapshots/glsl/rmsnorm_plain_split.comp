@@ -33,11 +33,12 @@ float wg_sum(float v, uint k) {
     return subgroupAdd(t);
 }
 float x_in(uint i) {
-    float v[8];
-    [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = x[min(j, pc.splits - 1u) * pc.pstride + i];
-    float s = v[0];
-    [[unroll]] for (uint j = 1u; j < 8u; j++) if (j < pc.splits) s += v[j];
-    for (uint k = 8u; k < pc.splits; k++) s += x[k * pc.pstride + i];
+    float s = 0.0;
+    for (uint k0 = 0u; k0 < pc.splits; k0 += 8u) {     // split_sum's loop: the same additions in the same order
+        float v[8];
+        [[unroll]] for (uint j = 0u; j < 8u; j++) v[j] = x[min(k0 + j, pc.splits - 1u) * pc.pstride + i];
+        [[unroll]] for (uint j = 0u; j < 8u; j++) if (k0 + j < pc.splits) s += v[j];
+    }
     return s;
 }
 
