@@ -87,9 +87,10 @@ class AttentionOps:
                   window: int, scale: float, splits: int | None = None) -> None:
         """out [T, Hq, D] = softmax(q k^T * scale) v over the ring-buffer caches [C, Hkv, D] (COMMON.md rules).
 
-        ``splits`` (keys cut into at most that many pieces; decode: combined by the last workgroup of
-        each head, prefill: by an attention_merge pass) is chosen from the shape when None; tests
-        force it to exercise both paths."""
+        Prefill (T > 1) runs attention_coop (tensor cores, fp16 q/k/v) where attention_choice allows,
+        else the portable kernel. ``splits`` (keys cut into at most that many pieces; decode: combined
+        by the last workgroup of each head, prefill: by an attention_merge pass) is chosen from the
+        shape when None; tests force it to exercise both paths."""
         if Hkv <= 0 or Hq % Hkv:
             raise GemforgeError(f"attention: {Hq} query heads are not a multiple of {Hkv} kv heads")
         if not 0 < T <= 65535 or C <= 0 or window < 0:
