@@ -169,15 +169,6 @@ class KernelsBase:
             p = self._cache[key] = self.device.program(art, self.build_dir)
         return p
 
-
-class NormOps:
-    # Fewer rows than NORM_SHARE_ROWS (a decode step's one row): SLICE_L-long slices of a row go to
-    # workgroups of their own, each computing the row's sums itself (its reads hit L2) and writing its
-    # slice, so a 27B row of 5376 is not loaded and stored by one SM.
-    NORM_SHARE_ROWS = 64
-    SLICE_L = 512
-    MAX_SLICES = 16
-
     def coop_choice(self, coop: str, portable: str, what: str, fast: str, **axes) -> tuple[str, str]:
         """(op, why): ``coop`` (a cooperative-matrix variant of ``portable``) for these axes where the
         device has every feature it requires, it was built, and its shared memory fits; else
@@ -203,6 +194,15 @@ class NormOps:
                     out = (coop, fast)
             self._cache[key] = out
         return self._cache[key]
+
+
+class NormOps:
+    # Fewer rows than NORM_SHARE_ROWS (a decode step's one row): SLICE_L-long slices of a row go to
+    # workgroups of their own, each computing the row's sums itself (its reads hit L2) and writing its
+    # slice, so a 27B row of 5376 is not loaded and stored by one SM.
+    NORM_SHARE_ROWS = 64
+    SLICE_L = 512
+    MAX_SLICES = 16
 
     def norm_slices(self, rows: int, L: int) -> int:
         """Workgroups per row. One on a software device: its workgroups run on a few CPU threads, where

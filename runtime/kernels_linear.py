@@ -31,6 +31,10 @@ class LinearOps:
         return sorted({a.axes["bucket"] for a in self.manifest.artifacts.values()
                        if a.op == "matmul" and a.axes.get("format") == fmt})
 
+    def bucket(self, fmt: str, T: int) -> int | None:
+        """The smallest prefill bucket built for ``fmt`` that holds T rows (None: none does)."""
+        return next((b for b in self.buckets(fmt) if b >= T), None)
+
     def linear(self, rec: Recording, W: Weight, x, y, T: int, act: str | None = None,
                defer_sum: bool = False, x16=None) -> Buffer | Split:
         """y[T, W.N] = x[T, W.K] @ W.T in fp32 (T == 1: matvec; T <= 256: matmul of the bucket >= T).
@@ -63,7 +67,7 @@ class LinearOps:
                 _need(f"linear '{W.name}' x", x, 4 * 2 * W.K, f"x must hold [{2 * W.K}] fp32 (gate, then up) for act={act!r}")
             self._matvec(rec, W, act or "plain", {"x": x, "y": y})
             return y
-        bucket = next(b for b in buckets if b >= T)
+        bucket = self.bucket(W.fmt, T)
         prog = self.matmul_program(W.fmt, bucket, small=self.is_small(W))
         v = prog.artifact.values
         tm, tn = min(v["tile_m"], bucket), v["tile_n"]
@@ -99,10 +103,8 @@ class LinearOps:
     def takes_f16(self, W: Weight, T: int) -> bool:
         """Whether linear of W at T rows runs the cooperative-matrix matmul (which reads x in fp16, so a
         producer that writes fp16 saves it the to_f16 pass: linear's x16)."""
-        buckets = self.buckets(W.fmt)
-        if T < 2 or not buckets or T > buckets[-1]:
-            return False
-        return self.matmul_choice(W.fmt, next(b for b in buckets if b >= T))[0] == "matmul_coop"
+        bucket = self.bucket(W.fmt, T) if T > 1 else None
+        return bucket is not None and self.matmul_choice(W.fmt, bucket)[0] == "matmul_coop"
 
     def split_sum(self, rec: Recording, part, y, T: int, rows: int, row0: int, ldy: int, splits: int) -> None:
         """y[m, row0 + n] = sum over s in order of part[s, m, n] (part [splits, T, rows] fp32), m < T, n < rows."""
