@@ -6,6 +6,11 @@
 Times each [N, K] weight of the model (synthetic values: speed depends on shape and format) with
 GPU timestamps over --reps back-to-back dispatches, after a warm-up submit; prints and writes JSON.
 --decode-dot picks the T = 1 kernel for q8_0/q4_0 (integer dot product or fp32 x).
+--candidates also times, on every shape, each tuning candidate of that kernel found in the build
+(`gemforge kernels --tune-candidates matvec_dot:out=plain`, ...) and prints the fastest few: whether
+one layout serves every shape or shapes would pick different ones.
+
+  python3 bench/linear_probe.py --model 4b --weights q8_0 --candidates --reps 5
 
 Caution (H200, driver 580): after several large weights had been freed and allocated again in one
 process, later timings came out up to 5x slower (q8_0 gate/up at T = 256: 1,000 -> 4,082 us), so run
@@ -19,6 +24,7 @@ import sys
 import numpy as np
 
 from gemforge.runtime.config import model_config
+from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import Kernels, upload_packed_weight
 from gemforge.runtime.synthetic import random_packed
 from gemforge.runtime.tune_cli import matvec_shapes
@@ -43,6 +49,36 @@ def _warm(dev, k, rng, seconds: float) -> None:
         p.buffer.destroy()
 
 
+def _candidates(dev, k, op, fmt, W, x, y, T, a, name, tuned_s) -> list[dict]:
+    """Times of every built tuning candidate of ``op`` on W (plain product); prints the fastest three."""
+    axes = {"matvec_dot": {"format": fmt, "out": "plain"}, "matvec": {"format": fmt, "input": "plain", "out": "plain"},
+            "matmul_coop": {"format": fmt, "bucket": k.bucket(fmt, T) if T > 1 else 0},
+            "matmul": {"format": fmt, "bucket": k.bucket(fmt, T) if T > 1 else 0}}[op]
+    cands = [art for art in k.manifest.artifacts.values()
+             if art.op == op and art.axes == axes and art.tuning_key.startswith("tune-")]
+    if not cands:
+        print(f"  no {op} candidates for {axes} in the build: run `gemforge kernels --tune-candidates {op}:...`",
+              file=sys.stderr)
+        return []
+    out = []
+    try:
+        for art in cands:
+            try:
+                k.pin(art)
+            except GemforgeError as e:        # a resource limit of this device: not a usable point
+                print(f"  {art.name}: dropped ({e})", file=sys.stderr)
+                continue
+            t = dev.time_call(lambda rec: k.linear(rec, W, x, y, T), a.reps, "probe")
+            out.append({"model": a.model, "format": fmt, "matrix": name, "T": T, "N": W.N, "K": W.K,
+                        "kernel": op, "candidate": art.tuning_key, "us": 1e6 * t, "GB_s": W.nbytes / t / 1e9})
+    finally:
+        k.unpin(op, **axes)
+    out.sort(key=lambda r: r["us"])
+    best = "; ".join(f"{r['candidate'][5:]} {r['us']:.1f} us" for r in out[:3])
+    print(f"  {name} {W.N}x{W.K}: tuned {1e6 * tuned_s:.1f} us; fastest of {len(out)}: {best}", flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="27b")
@@ -60,6 +96,8 @@ def main() -> int:
     ap.add_argument("--shapes", help="time these [N, K] instead of the model's matrices: 43008x5376,262144x5376")
     ap.add_argument("--warmup-s", type=float, default=1.0, help="seconds of matrix-vector work before timing "
                     "(a fresh GPU runs its first work slower)")
+    ap.add_argument("--candidates", action="store_true",
+                    help="also time every tuning candidate of the shape's kernel in the build (plain products)")
     ap.add_argument("--out")
     a = ap.parse_args()
     dev = Device()
@@ -96,6 +134,8 @@ def main() -> int:
                 res[act or "plain"] = dev.time_call(   # steady state per call (a call may be split K + its sum)
                     lambda rec: k.linear(rec, W, x, y, 1, act=act) if act else k.linear(rec, W, x, y, T),
                     a.reps, "probe")
+            if a.candidates:
+                rows.extend(_candidates(dev, k, kernel, fmt, W, x, y, T, a, name, res["plain"]))
             for act, t in res.items():
                 tflops = 2 * T * N * K / t / 1e12
                 row = {"model": a.model, "format": fmt, "matrix": name, "act": act, "T": T, "N": N, "K": K,

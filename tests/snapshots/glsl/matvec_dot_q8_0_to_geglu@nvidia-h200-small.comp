@@ -60,10 +60,10 @@ layout(std430, set = 0, binding = 2) restrict buffer B_y { float y[]; };
 layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; float eps; uint N; uint groups; } pc;
 
 const uint WG = 128u;
-const uint NG = 2u;
+const uint NG = 1u;
 const uint GT = WG / NG;    // threads per row group
 const uint R = 4u;
-const uint U = 2u;
+const uint U = 4u;
 shared float red[R][WG];   // one partial per subgroup and row; WG slots fit any subgroup size
 const uint RO = R / 2u;     // output rows per group: R / 2 gate rows and the same up rows
 
