@@ -35,9 +35,9 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 // WM x WN of it as (WM/16) x (WN/16) 16x16 fp32 accumulators. Per K step of TK the workgroup stages
 // the x tile and the W tile (dequantized with its block scale -> fp16) in shared memory, k
 // contiguous per row; A fragments load row-major from the x tile, B fragments column-major from
-// the W tile. A step's global loads go to registers while the tensor cores work on the steps
-// before, so their latency hides behind the products: 1 step(s) ahead here (prefetch: one register
-// slot per step in flight). One shared stage: stored after the products, two barriers a step.
+// the W tile. A step's global loads go to registers while the tensor cores work on the step
+// before, so their latency hides behind the products. One shared stage: stored after the
+// products, two barriers per step.
 // A weight staging item is one 16-byte chunk (WE weights).
 // Results pass through a 16x16 shared tile per subgroup (aliasing the stages, free after the last
 // product) so rows >= T and outputs >= rows are never written. Split K (grid z > 1): workgroup z
@@ -68,44 +68,42 @@ shared uvec4 S[1u * STAGE];   // after the loop: 16x16 fp32 result tiles, 64 uve
 #define CM_B coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB>
 #define CM_C coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>
 
-// 1 step(s) of x and W in registers between their loads and their stores (slot d: steps d, d + P, ...)
-const uint P = 1u;
-uvec4 xr[P * XI];
-uvec4 wr[P * WI * WC];
-float wd[P * WI];
+uvec4 xr[XI];                 // one step's x and W, in registers between their loads and their stores
+uvec4 wr[WI * WC];
+float wd[WI];
 
-void load_step0(uint tid, uint m0, uint n0, uint k0, uint kend, uint Kp) {
+void load_step(uint tid, uint m0, uint n0, uint k0, uint kend, uint Kp) {
     const uint ldx = (pc.K + 7u) & ~7u;       // x's fp16 rows, zero-padded to whole 16-byte vectors (to_f16)
     [[unroll]] for (uint i = 0u; i < XI; i++) {
         const uint l = tid + i * NT;
         const uint gm = m0 + l / (TK / 8u), gk = k0 + 8u * (l % (TK / 8u));
         // kend is K or a multiple of TK: an 8-value item never straddles it except in x's zero padding
-        xr[0u * XI + i] = (l < TM * (TK / 8u) && gm < pc.T && gk < kend) ? x[(gm * ldx + gk) >> 3u] : uvec4(0u);
+        xr[i] = (l < TM * (TK / 8u) && gm < pc.T && gk < kend) ? x[(gm * ldx + gk) >> 3u] : uvec4(0u);
     }
     [[unroll]] for (uint i = 0u; i < WI; i++) {
         const uint l = tid + i * NT;
         const uint gn = min(n0 + l / CK, pc.rows - 1u), gi = k0 / IW + l % CK, gc = gi * IW / WE;
         const bool ok = l < TN * CK && gi * IW < Kp;    // Kp is a multiple of 32: items lie wholly in or out
         [[unroll]] for (uint c = 0u; c < WC; c++)
-            wr[0u * WI * WC + i * WC + c] = ok ? w[w_chunk(gn, gc + c, Kp)] : uvec4(0u);
-        wd[0u * WI + i] = ok ? w_scale(gn, gc, pc.rows, Kp) : 0.0;   // zero scale: items past Kp contribute nothing
+            wr[i * WC + c] = ok ? w[w_chunk(gn, gc + c, Kp)] : uvec4(0u);
+        wd[i] = ok ? w_scale(gn, gc, pc.rows, Kp) : 0.0;   // zero scale: items past Kp contribute nothing
     }
 }
 
 uint h2(vec2 v) { return packFloat2x16(f16vec2(v)); }
 uint h2(float16_t a, float16_t b) { return packFloat2x16(f16vec2(a, b)); }
 
-void store_step0(uint tid, uint base) {
+void store_step(uint tid, uint base) {
     [[unroll]] for (uint i = 0u; i < XI; i++) {
         const uint l = tid + i * NT;
-        if (l < TM * (TK / 8u)) S[base + (l / (TK / 8u)) * LD + l % (TK / 8u)] = xr[0u * XI + i];
+        if (l < TM * (TK / 8u)) S[base + (l / (TK / 8u)) * LD + l % (TK / 8u)] = xr[i];
     }
     [[unroll]] for (uint i = 0u; i < WI; i++) {
         const uint l = tid + i * NT;
         if (l < TN * CK) {
             const uint n = l / CK, c = l % CK;
             const uint at = base + TM * LD + n * LD + c * (IW / 8u);
-            S[at] = wr[0u * WI + i];                                 // already 8 fp16 values
+            S[at] = wr[i];                                 // already 8 fp16 values
         }
     }
 }
@@ -123,15 +121,13 @@ void main() {
     CM_C acc[FM * FN];
     [[unroll]] for (uint i = 0u; i < FM * FN; i++) acc[i] = CM_C(0.0);
 
-    // step s (K from kbeg + s TK) lives in register slot s % P: its loads are issued P steps ahead,
-    // while the products of the P steps before it run, then it is stored to the stage and multiplied
-    const uint nsteps = (kend - min(kbeg, kend) + TK - 1u) / TK;
-    if (0u < nsteps) load_step0(tid, m0, n0, kbeg + 0u * TK, kend, Kp);
-    for (uint s = 0u; s < nsteps; s += P) {
-        if (s + 0u < nsteps) {            // uniform: nsteps is the workgroup's
-            store_step0(tid, 0u);
+    for (uint k0 = kbeg; k0 < kend + TK; k0 += TK) {
+        if (k0 > kbeg) {                                        // stage step k0 - TK from registers
+            store_step(tid, 0u);
             barrier();
-            if (s + 0u + P < nsteps) load_step0(tid, m0, n0, kbeg + (s + 0u + P) * TK, kend, Kp);
+        }
+        if (k0 < kend) load_step(tid, m0, n0, k0, kend, Kp);   // issue step k0's global loads
+        if (k0 > kbeg) {                                        // products of step k0 - TK
             [[unroll]] for (uint kk = 0u; kk < TK; kk += 16u) {
                 CM_A a[FM];
                 CM_B b[FN];
