@@ -58,6 +58,7 @@ class Stats:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     finish_reason: str = ""
+    steps_per_submit: int = 1       # greedy decode in bursts (Model.burst), else one step a submit
 
     @property
     def prefill_tok_s(self) -> float:
@@ -136,6 +137,11 @@ class Engine:
         self.down = buf(T * H * f32, "down")
         self.ids = buf(T * 4, "ids", host=True)
         self.ctrl = buf(64, "ctrl", host=True)
+        # decode bursts (decode_burst): step i reads its token from slot i of burst_ids and its position
+        # from slot i of burst_ctrl; its argmax writes slot i + 1, the next step's token
+        self._slot = max(256, device.info.min_storage_offset_alignment)
+        self.burst_ids = buf((self.BURST_MAX + 1) * self._slot, "burst_ids", host=True)
+        self.burst_ctrl = buf(self.BURST_MAX * self._slot, "burst_ctrl", host=True)
         self.logits = buf(cfg.vocab * f32, "logits")   # read back only by the full-logits sampling path
         self.rows_logits = buf(LOGIT_ROWS * cfg.vocab * f32, "rows_logits")
         self.out_idx = buf(64 * 4, "out_idx", host=True)
@@ -157,6 +163,7 @@ class Engine:
     # before, else after where it fits, else separate). bench --norms/--geglu: A/B runs.
     # H200, bench/linear_probe.py: 27B q8_0 down 70.6 us with input geglu vs 42.8 us plain.
     GEGLU_BEFORE_MAX_BYTES = 4 << 20
+    BURST_MAX = 32          # the most greedy decode steps one submit runs (decode_burst)
     NORMS = "auto"
     GEGLU = "auto"
     FOLDS = ("auto", "before", "after", "separate")
@@ -208,14 +215,16 @@ class Engine:
         """Rows [row, row + count) of a [*, width] fp32 buffer, as a bindable view."""
         return View(b, row * width * 4, count * width * 4)
 
-    def _layers(self, rec: Recording, T: int) -> bool:
+    def _layers(self, rec: Recording, T: int, ctrl=None) -> bool:
         """Every decoder layer for T rows: x (the residual stream) in, x out. True when xn also holds
         the output norm of x (decode with norms folded after the products: the head needs no norm).
 
         Each sub-block's closing residual add is fused with the next sub-block's input norm
         (rmsnorm add_norm), so xn always holds the normed input of what comes next; in decode that
-        pair and the GeGLU are folded into a neighbouring matrix-vector product (decode_folds)."""
+        pair and the GeGLU are folded into a neighbouring matrix-vector product (decode_folds).
+        ``ctrl``: where the position is read (default the engine's ctrl; a decode burst's step slot)."""
         cfg, k = self.cfg, self.k
+        ctrl = self.ctrl if ctrl is None else ctrl
         H, D, Hq, Hkv = cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
         norms, geglu = self.decode_folds() if T == 1 else ("separate", "separate")
         pending = None      # an add_norm (x, residual, w, w2, h) left for the next product to fold in
@@ -254,9 +263,9 @@ class Engine:
         for i, L in enumerate(self.layers):
             qkv = linear_xn(L.wqkv, self.qkv)
             # q_norm/k_norm per head, RoPE, and k, v into the cache: one dispatch
-            k.qk_rope(rec, qkv, L.q_norm, L.k_norm, self.ctrl, self.qn, L.kcache, L.vcache, T, Hq, Hkv, D,
+            k.qk_rope(rec, qkv, L.q_norm, L.k_norm, ctrl, self.qn, L.kcache, L.vcache, T, Hq, Hkv, D,
                       L.cache_len, cfg.eps, L.rope_base, L.rope_scale)
-            k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, self.ctrl, T, Hq, Hkv, D, L.cache_len,
+            k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, ctrl, T, Hq, Hkv, D, L.cache_len,
                         L.window, self.attn_scale)
             # h = x + post_attn_norm(o); xn = ffn_norm(h)
             product_norm(L.wo, self.attn, self.o, self.x, L.post_attn_norm, L.ffn_norm, self.h,
@@ -303,6 +312,45 @@ class Engine:
             elif head == "topk":
                 k.topk(rec, self.logits, self.topk_vals, self.out_idx, cfg.vocab, topk)
         return rec.finish()
+
+    def record_burst(self, n: int, timestamps: bool = False) -> Recording:
+        """A new recording of n greedy decode steps back to back: step i embeds the token in slot i of
+        burst_ids, runs every layer at the position in slot i of burst_ctrl, and writes its argmax to
+        slot i + 1 -- the next step's token, with no trip through the host (decode_burst)."""
+        if not 1 <= n <= self.BURST_MAX:
+            raise GemforgeError(f"decode burst of {n} steps outside 1..{self.BURST_MAX}")
+        cfg, k, H, S = self.cfg, self.k, self.cfg.hidden, self._slot
+        rec = self.device.record(timestamps=timestamps, label=f"decode burst of {n}")
+        for i in range(n):
+            k.embed(rec, self.embed, View(self.burst_ids, i * S, 4), self.x, 1, self.embed_scale)
+            if not self._layers(rec, 1, ctrl=View(self.burst_ctrl, i * S, 64)):
+                k.rmsnorm(rec, self.x, self.out_norm, self.xn, 1, H, cfg.eps)
+            k.linear(rec, self.embed, self.xn, self.logits, 1)
+            k.argmax(rec, self.logits, View(self.burst_ids, (i + 1) * S, 4), cfg.vocab)
+        return rec.finish()
+
+    def decode_burst(self, token: int, n: int) -> list[int]:
+        """n greedy decode steps in one submit, the first on ``token``: the GPU feeds each step's argmax
+        to the next. Returns the n tokens produced; the KV cache then holds ``token`` and the first
+        n - 1 of them (``pos`` advances by n; set it back to drop the tail after a stop). Decoding a
+        token at a time pays a submit and a wait per token (~0.2 ms on the H200); a burst pays them once."""
+        if self.pos + n > self.context:
+            raise ModelError(f"the context is full: {self.pos} + {n} tokens exceed the {self.context}-token context",
+                             "start a new conversation or raise --context")
+        key = ("burst", n)
+        rec = self._steps.get(key)
+        if rec is None:
+            rec = self._steps[key] = self.record_burst(n)
+        S = self._slot // 4
+        ids = np.zeros((n + 1) * S, np.uint32)
+        ids[0] = token
+        ctrl = np.zeros(n * S, np.uint32)
+        ctrl[::S] = self.pos + np.arange(n, dtype=np.uint32)
+        self.burst_ids.write(ids)
+        self.burst_ctrl.write(ctrl)
+        rec.submit()
+        self.pos += n
+        return [int(t) for t in self.burst_ids.read(np.uint32, (n + 1) * S)[S::S]]
 
     def _step(self, T: int, head: str, topk: int = 0) -> Recording:
         """The recorded step for T rows, made once and reused (the decode step for every token)."""
@@ -397,6 +445,7 @@ class Model:
         self.config: ModelConfig = engine.cfg
         self.placement = placement
         self.prefill_chunk = MAX_CHUNK    # rows per prefill submit (tests vary it)
+        self.burst = 8                    # greedy decode steps per submit (Engine.decode_burst; 1: one a submit)
         self.stats = Stats()
         self._history: list[int] = []     # the tokens in the KV cache, for chat reuse
         self.last_tokens: list[int] = []
@@ -475,6 +524,9 @@ class Model:
         params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed)
         if max_tokens < 1:
             raise ModelError(f"max_tokens must be >= 1, got {max_tokens}")
+        if not 1 <= self.burst <= Engine.BURST_MAX:
+            raise ModelError(f"burst {self.burst} is outside 1..{Engine.BURST_MAX}",
+                             f"use --burst 1 to {Engine.BURST_MAX}")
         ids = self.tokenizer.encode(prompt, add_bos=True) if isinstance(prompt, str) else [int(t) for t in prompt]
         if isinstance(prompt, str) and not prompt:
             raise ModelError("the prompt is empty", "give some text with --prompt")
@@ -493,7 +545,8 @@ class Model:
         sampler = Sampler(params)
         k = params.gpu_candidates
         head = "argmax" if params.greedy else ("topk" if k else "logits")
-        stats = self.stats = Stats(prompt_tokens=len(ids) - start)
+        stats = self.stats = Stats(prompt_tokens=len(ids) - start,
+                                   steps_per_submit=self.burst if head == "argmax" else 1)
         self.last_tokens: list[int] = []   # the generated token ids (stop tokens excluded)
         stop_ids = {cfg.eos_id, cfg.end_of_turn_id}
         history = list(ids)
@@ -522,33 +575,52 @@ class Model:
         t1 = time.perf_counter()
         tok = pick()
         reason = "length"
-        while True:
-            if tok in stop_ids:
-                reason = "stop"
-                break
-            stats.generated_tokens += 1
-            history.append(tok)
-            self.last_tokens.append(tok)
-            text += decoder.step(tok)
-            cut = _stop_at(text, stop)
-            if cut is not None:
-                if cut > emitted:
-                    yield text[emitted:cut]
-                emitted = cut
-                reason = "stop"
-                break
-            safe = len(text) - (hold - 1 if hold else 0)
-            if safe > emitted:
-                yield text[emitted:safe]
-                emitted = safe
-            if stats.generated_tokens >= max_tokens:
-                break
-            if eng.pos + 1 > eng.context:
-                reason = "context"
-                break
-            eng.decode(tok, head, k)
-            self._history.append(tok)
-            tok = pick()
+        queued: list[int] = []          # tokens a decode burst produced beyond tok
+        bursts = False
+        try:
+            while True:
+                if tok in stop_ids:
+                    reason = "stop"
+                    break
+                stats.generated_tokens += 1
+                history.append(tok)
+                self.last_tokens.append(tok)
+                text += decoder.step(tok)
+                cut = _stop_at(text, stop)
+                if cut is not None:
+                    if cut > emitted:
+                        yield text[emitted:cut]
+                    emitted = cut
+                    reason = "stop"
+                    break
+                safe = len(text) - (hold - 1 if hold else 0)
+                if safe > emitted:
+                    yield text[emitted:safe]
+                    emitted = safe
+                if stats.generated_tokens >= max_tokens:
+                    break
+                if len(self._history) + 1 > eng.context:     # the tokens in the cache (a burst runs ahead)
+                    reason = "context"
+                    break
+                if queued:                  # the burst already decoded tok: its successor is next
+                    self._history.append(tok)
+                    tok = queued.pop(0)
+                    continue
+                n = min(self.burst, max_tokens - stats.generated_tokens, eng.context - eng.pos)
+                if head == "argmax" and n > 1:
+                    # greedy: n steps in one submit, the GPU feeding each argmax to the next step. The cache
+                    # then holds tok and the first n - 1 new tokens; a stop inside the burst sets it back.
+                    bursts = True
+                    queued = eng.decode_burst(tok, n)
+                    self._history.append(tok)
+                    tok = queued.pop(0)
+                    continue
+                eng.decode(tok, head, k)
+                self._history.append(tok)
+                tok = pick()
+        finally:    # also when the caller stops reading: drop what a burst decoded past the last token taken
+            if bursts:
+                eng.pos = len(self._history)
         text += decoder.flush()
         if reason != "stop" or _stop_at(text, stop) is None:
             if len(text) > emitted:

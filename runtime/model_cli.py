@@ -38,6 +38,9 @@ def add_sampling_args(p, max_tokens=256):
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1.0)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     p.add_argument("--stop", action="append", default=[], help="stop when this string appears (repeatable)")
+    p.add_argument("--burst", type=int, default=8,
+                   help="greedy decoding: steps per submit, the GPU feeding each token to the next step "
+                        "(default 8; 1 = wait for every token)")
 
 
 def sampling_kwargs(args) -> dict:
@@ -47,8 +50,10 @@ def sampling_kwargs(args) -> dict:
 
 def load_model(args):
     from .model import Model
-    return Model.load(args.model, args.weights, device=args.device, require_hardware=args.require_hardware,
-                      context=args.context, placement=args.placement)
+    model = Model.load(args.model, args.weights, device=args.device, require_hardware=args.require_hardware,
+                       context=args.context, placement=args.placement)
+    model.burst = getattr(args, "burst", model.burst)
+    return model
 
 
 def summary(model) -> dict:
@@ -59,7 +64,7 @@ def summary(model) -> dict:
             "finish_reason": s.finish_reason, "device": i.name, "hardware": not i.is_software,
             "placement": model.placement, "weights": model.engine.fmt, "model": model.config.name,
             "prefill_matmul": model.prefill_matmul, "prefill_attention": model.prefill_attention,
-            "decode_products": model.decode_products}
+            "decode_products": model.decode_products, "decode_steps_per_submit": s.steps_per_submit}
 
 
 def summary_line(d: dict) -> str:
@@ -67,7 +72,8 @@ def summary_line(d: dict) -> str:
     return (f"[{d['prompt_tokens']} prompt tokens, prefill {d['prefill_tok_s']:.1f} tok/s, "
             f"{d['generated_tokens']} generated, decode {d['decode_tok_s']:.1f} tok/s; {d['model']} {d['weights']} "
             f"on {d['device']} ({kind}); placement {d['placement']}: all ops on this device; "
-            f"prefill: {d['prefill_matmul']}, {d['prefill_attention']}; decode products: {d['decode_products']}]")
+            f"prefill: {d['prefill_matmul']}, {d['prefill_attention']}; decode products: {d['decode_products']}, "
+            f"{d['decode_steps_per_submit']} step(s) a submit]")
 
 
 def cmd_run(args) -> int:

@@ -172,6 +172,64 @@ def test_chat_cache_reuse_equals_recompute(models):
     assert reused == fresh
 
 
+def test_decode_burst_equals_one_token_at_a_time(models, tokenizer):
+    """Engine.decode_burst (n greedy steps in one submit, each argmax fed to the next step on the GPU)
+    gives the tokens, the position and the last step's logits of n single-token steps, bit for bit."""
+    engine = models("q8_0").engine
+    ids = tokenizer.encode("The capital of France is")
+    n = 5
+    engine.reset()
+    engine.prefill(ids, "argmax")
+    tok = first = engine.read_argmax()
+    single = []
+    for i in range(n):
+        engine.decode(tok, "logits" if i == n - 1 else "argmax")
+        tok = int(engine.read_logits().argmax()) if i == n - 1 else engine.read_argmax()
+        single.append(tok)
+    want_logits, want_pos = engine.read_logits().copy(), engine.pos
+    engine.reset()
+    engine.prefill(ids, "argmax")
+    assert engine.read_argmax() == first
+    assert engine.decode_burst(first, n) == single
+    assert engine.pos == want_pos == len(ids) + n
+    np.testing.assert_array_equal(engine.read_logits(), want_logits)
+    with pytest.raises(GemforgeError, match="outside 1..32"):
+        engine.decode_burst(first, 33)
+
+
+def test_generate_in_bursts(models):
+    """Model.generate decodes greedy tokens in bursts: any burst size gives the text of one token a
+    submit; a stop inside a burst leaves the cache at the last token taken, so the chat continues
+    from it exactly as a fresh run of the same tokens does."""
+    model = models("q8_0")
+    eng = model.engine
+    prompt = model.tokenizer.encode("<start_of_turn>user\nName three colours.<end_of_turn>\n<start_of_turn>model\n")
+    runs = {}
+    try:
+        for burst in (1, 3, 8):
+            model.burst = burst
+            text = "".join(model.generate(prompt, max_tokens=10))
+            runs[burst] = (text, list(model.last_tokens))
+            assert eng.pos == len(model._history) == len(prompt) + 9     # the 10th token is not decoded
+        assert runs[1] == runs[3] == runs[8]
+        stop = model.tokenizer.decode(runs[1][1][4:5])      # the 5th token's text: a stop inside a burst of 8
+        cut = {}
+        for burst in (1, 8):
+            model.burst = burst
+            cut[burst] = ("".join(model.generate(prompt, max_tokens=10, stop=[stop])), list(model.last_tokens))
+            # the token that completed the stop string was taken but never decoded
+            assert eng.pos == len(model._history) == len(prompt) + len(model.last_tokens) - 1
+        assert cut[1] == cut[8] and len(cut[8][1]) <= 5
+        more = model.tokenizer.encode(" and", add_bos=False)
+        turn2 = prompt + cut[8][1] + more
+        reused = "".join(model.generate(turn2, max_tokens=6, reuse_cache=True))
+        assert model.stats.prompt_tokens == 1 + len(more)     # the cache held all but the stop token and " and"
+        fresh = "".join(model.generate(turn2, max_tokens=6, reuse_cache=False))
+        assert reused == fresh
+    finally:
+        model.burst = 8
+
+
 def test_sampling_is_reproducible_with_a_seed(models):
     model = models("q8_0")
     a = "".join(model.generate("Once upon a time", max_tokens=8, temperature=0.9, top_p=0.9, seed=5))
