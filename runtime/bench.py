@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +57,31 @@ def read_bandwidth(device, kernels, nbytes: int = 1 << 30, reps: int = 5) -> flo
     return nbytes / statistics.median(times[1:])
 
 
-def _profile(rec) -> dict[str, float]:
+def _profile(rec, labels: bool = False) -> dict[str, float]:
+    """GPU seconds per kernel (with ``labels``: per kernel and matrix, for the products), summed over the
+    step's dispatches, largest first."""
     agg: dict[str, float] = defaultdict(float)
-    for name, t in rec.times():
+    for name, t in rec.times(labels):
         agg[name] += t
     return dict(sorted(agg.items(), key=lambda kv: -kv[1]))
+
+
+def _by_matrix(rec, engine, T: int) -> dict[str, dict]:
+    """{label: {ms, and GB/s of weights read (T = 1) or TFLOP/s (T rows)}} of the products of a timed
+    recording, per matrix label (summed over the layers; a weight in several parts has a dispatch each)."""
+    mats = {f"[{w.N}x{w.K}]": w for w in [engine.embed] + [w for L in engine.layers
+                                                           for w in (L.wqkv, L.wo, L.w_gate_up, L.w_down)]}
+    uses = Counter(rec.labels)
+    out = {}
+    for label, t in _profile(rec, labels=True).items():
+        w = mats.get(label[label.rindex("["):]) if label.endswith("]") else None
+        if w is None:
+            continue
+        n = uses[label] / len(w.parts)
+        rate = ({"GB_s": w.nbytes * n / t / 1e9} if T == 1 else {"TFLOP_s": 2 * T * w.N * w.K * n / t / 1e12})
+        out[label] = {"ms": round(1e3 * t, 4), "calls": int(n),
+                      **({k: float(f"{v:.4g}") for k, v in rate.items()} if t else {})}
+    return out
 
 
 def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
@@ -136,11 +156,13 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     rec.submit()
     rec.submit()
     decode_prof = _profile(rec)
+    decode_by_matrix = _by_matrix(rec, engine, 1)
     rec.destroy()
     rec = engine.record_step(min(256, prompt_tokens), "none", timestamps=True)
     rec.submit()
     rec.submit()
     prefill_prof = _profile(rec)
+    prefill_by_matrix = _by_matrix(rec, engine, min(256, prompt_tokens))
     rec.destroy()
 
     weight_bytes = sum(w.nbytes for L in engine.layers for w in (L.wqkv, L.wo, L.w_gate_up, L.w_down))
@@ -167,6 +189,9 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
         "gpu_ms_prefill_chunk": 1e3 * sum(prefill_prof.values()),
         "profile_decode_ms": {k: 1e3 * v for k, v in decode_prof.items()},
         "profile_prefill_chunk_ms": {k: 1e3 * v for k, v in prefill_prof.items()},
+        # the products per matrix (all layers): time, and read rate of the weights
+        "profile_decode_products": decode_by_matrix,
+        "profile_prefill_products": prefill_by_matrix,
         "dispatches_per_decode_step": len(engine._step(1, "argmax").names),
         "weight_part_bytes": part_bytes or Engine.WEIGHT_PART_BYTES,
         "decode_norms": folds[0], "decode_geglu": folds[1],
@@ -212,6 +237,8 @@ def cmd_bench(args) -> int:
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["profile_decode_ms"].items())[:6])
         print(f"  decode step {r['gpu_ms_decode_step']:.3f} ms GPU in {r['dispatches_per_decode_step']} dispatches: {top}",
               file=sys.stderr)
+        for label, v in r["profile_decode_products"].items():
+            print(f"    {label}: {v['ms']:.3f} ms in {v['calls']} calls, {v.get('GB_s', 0):.0f} GB/s", file=sys.stderr)
     print(table(results))
     out = Path(args.out) if args.out else Path("bench/results") / (
         f"{time.strftime('%Y%m%d-%H%M%S')}-{results[0]['model']}-{results[0]['device'].replace(' ', '_')}.json")

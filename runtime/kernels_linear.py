@@ -12,6 +12,13 @@ from .kernels import Split, Weight, cdiv, groups_2d
 from .vulkan import Buffer, Recording, View
 
 
+def _label(prog, W: Weight) -> str:
+    """A product dispatch's label for per-matrix profiles: the program and the matrix without its layer
+    ('matvec_dot_q8_0@nvidia-h200 ffn_down [5376x21504]'; stacked matrices joined by '+')."""
+    names = "+".join(n.split(".", 2)[2] if n.startswith("blk.") else n for n in W.name.split("+"))
+    return f"{prog.name} {names.replace('.weight', '')} [{W.N}x{W.K}]"
+
+
 def _need(what: str, b: Buffer | View, nbytes: int, hint: str) -> None:
     """A buffer too small for the call would be read or written out of bounds on the GPU: refuse it."""
     if b.nbytes < nbytes:
@@ -85,7 +92,8 @@ class LinearOps:
             push = {"T": T, "K": W.K, "rows": p.rows, "row0": p.row0, "ldy": W.N}
             tiles = cdiv(p.rows, tn) * cdiv(T, tm)
             if not coop:
-                rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y}, push, (cdiv(p.rows, tn), cdiv(T, tm)))
+                rec.dispatch(prog, {"w": p.buffer, "x": x, "y": y}, push, (cdiv(p.rows, tn), cdiv(T, tm)),
+                             label=_label(prog, W))
                 continue
             splits, kchunk = self.k_splits(tiles, W.K, v["tile_k"], T, p.rows,
                                            v.get("resident_groups", 0), v.get("split_step_bytes", 0))
@@ -93,7 +101,8 @@ class LinearOps:
             grid = (cdiv(p.rows, tn), cdiv(T, tm), splits)
             if v.get("raster") == "m":           # row tiles of x along grid x (see matmul_coop.yaml)
                 grid = (grid[1], grid[0], splits)
-            rec.dispatch(prog, {"w": p.buffer, "x": xh, "y": y, "part": part}, {**push, "kchunk": kchunk}, grid)
+            rec.dispatch(prog, {"w": p.buffer, "x": xh, "y": y, "part": part}, {**push, "kchunk": kchunk}, grid,
+                         label=_label(prog, W))
             if splits > 1 and defer_sum and len(W.parts) == 1:
                 return Split(View(part, 0, 4 * splits * T * p.rows), splits, T * p.rows)
             if splits > 1:
@@ -167,7 +176,8 @@ class LinearOps:
         total = sum(gx * gy for gx, gy in grids)
         for p, grid in zip(W.parts, grids):
             rec.dispatch(prog, {"w": p.buffer, **bufs},
-                         {"K": W.K, "rows": p.rows, "row0": p.row0, "eps": eps, "N": W.N, "groups": total}, grid)
+                         {"K": W.K, "rows": p.rows, "row0": p.row0, "eps": eps, "N": W.N, "groups": total}, grid,
+                         label=_label(prog, W))
 
     def addnorm_fits(self, W: Weight) -> bool:
         """Whether linear_addnorm takes W: a built matvec addnorm variant whose shared vector holds W.K."""

@@ -400,6 +400,7 @@ class Recording:
         self.pools: list = []
         self._left = 0
         self.names: list[str] = []
+        self.labels: list[str] = []     # per dispatch: what it works on (default its program's name)
         self.timestamps = timestamps
         self.query_pool = None
         self._qcap = 0
@@ -441,7 +442,7 @@ class Recording:
         vk.vkCmdPipelineBarrier(self.cmd, stages, stages, 0, 1, [mb], 0, None, 0, None)
 
     def dispatch(self, program: Program, buffers: Mapping[str, Buffer | View], push: Mapping[str, float | int],
-                 groups: Sequence[int]) -> None:
+                 groups: Sequence[int], label: str | None = None) -> None:
         if self._ended:
             raise GemforgeError("recording already finished")
         gx, gy, gz = (list(groups) + [1, 1])[:3]
@@ -479,6 +480,7 @@ class Recording:
         if self.timestamps:
             vk.vkCmdWriteTimestamp(c, vk.VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, self.query_pool, 2 * q + 1)
         self.names.append(program.name)
+        self.labels.append(label or program.name)
 
     def copy(self, src: Buffer | View, dst: Buffer | View, nbytes: int | None = None) -> None:
         s, t = _as_view(src), _as_view(dst)
@@ -488,6 +490,7 @@ class Recording:
         vk.vkCmdCopyBuffer(self.cmd, s.buffer.handle, t.buffer.handle, 1,
                            [vk.VkBufferCopy(srcOffset=s.offset, dstOffset=t.offset, size=n)])
         self.names.append("copy")
+        self.labels.append("copy")
         if self.timestamps:  # keep query indices aligned with names
             q = len(self.names) - 1
             vk.vkCmdWriteTimestamp(self.cmd, vk.VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, self.query_pool, 2 * q)
@@ -522,8 +525,8 @@ class Recording:
                                  vk.VK_QUERY_RESULT_64_BIT | vk.VK_QUERY_RESULT_WAIT_BIT)
         return out.astype(np.float64) * self.device.info.timestamp_period * 1e-9
 
-    def times(self) -> list[tuple[str, float]]:
-        """(program name, GPU seconds) per dispatch of the last submit."""
+    def times(self, labels: bool = False) -> list[tuple[str, float]]:
+        """(program name, or with ``labels`` the dispatch's label, GPU seconds) per dispatch of the last submit."""
         if not self.timestamps or not self.names:
             return []
         ts = self._timestamps()
@@ -531,7 +534,7 @@ class Recording:
         # previous dispatch, so a dispatch's start is the later of its own top timestamp and the
         # previous dispatch's end: dispatches in a recording run one after another.
         res, prev_end = [], None
-        for i, name in enumerate(self.names):
+        for i, name in enumerate(self.labels if labels else self.names):
             start = ts[2 * i] if prev_end is None else max(ts[2 * i], prev_end)
             res.append((name, float(max(0.0, ts[2 * i + 1] - start))))
             prev_end = ts[2 * i + 1]
