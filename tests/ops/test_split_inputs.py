@@ -34,10 +34,12 @@ def run(device, fn, out, count):
 @pytest.mark.parametrize("z16", [False, True])
 @pytest.mark.parametrize("splits", [2, 6, 11])
 def test_rmsnorm_add_norm_reads_partials(device, kernels, rng, splits, z16):
-    """Bit for bit up to 8 splits (one group of loads). At 11 the H200 gave 1-ulp differences in a tenth
-    of the elements of this kernel (not of split_sum's, nor geglu's at 9, with the same loop), so past 8
-    the check allows 2 ulp: the sum is still taken in order, but the driver's code for it is not ours
-    to pin down. The model's products split at most 6 ways (Kernels.k_splits on the Gemma 3 shapes)."""
+    """Bit for bit up to 8 splits (one group of loads). Past 8 the H200 rounds this kernel's sums
+    differently from numpy's in-order sum (not split_sum's, nor geglu's at 9, with the same loop): at
+    11 splits, 1-ulp differences in the summed partials (which reach 1000x the output here) came out
+    as up to 70 ulp of an output near zero. So past 8 the check is relative to the largest output
+    (1e-6: a few ulp of it), not per element: the driver's code for the loop is not ours to pin down.
+    The model's products split at most 6 ways (Kernels.k_splits on the Gemma 3 shapes)."""
     T, L = 5, 1152
     split, summed = partials(device, rng, splits, (T, L))
     r = device.upload(rng.standard_normal((T, L)).astype(np.float32))
@@ -47,9 +49,12 @@ def test_rmsnorm_add_norm_reads_partials(device, kernels, rng, splits, z16):
         h, z = device.buffer(4 * T * L), device.buffer(4 * T * L)
         run(device, lambda rec: kernels.rmsnorm(rec, x, w, h, T, L, 1e-6, residual=r, w2=w2, z=z, z16=z16), h, T * L)
         got.append((h.read(np.float32, T * L), z.read(np.float16, T * L) if z16 else z.read(np.float32, T * L)))
-    ulps = 0 if splits <= 8 else 2
-    np.testing.assert_array_max_ulp(got[0][0], got[1][0], maxulp=ulps)
-    np.testing.assert_array_max_ulp(got[0][1], got[1][1], maxulp=ulps)
+    for split_out, summed_out in zip(got[0], got[1]):
+        if splits <= 8:
+            np.testing.assert_array_equal(split_out, summed_out)
+        else:
+            a, b = split_out.astype(np.float64), summed_out.astype(np.float64)
+            assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max(), np.abs(a - b).max() / np.abs(b).max()
 
 
 def test_rmsnorm_add_reads_partials(device, kernels, rng):
