@@ -86,7 +86,7 @@ def _by_matrix(rec, engine, T: int) -> dict[str, dict]:
 
 def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
           require_hardware=False, portable_matmul=False, portable_attention=False, part_bytes=None, norms="auto",
-          geglu="auto", decode_dot="auto", burst=8, log=print) -> dict:
+          geglu="auto", decode_dot="auto", burst=8, decode_qk="fused", log=print) -> dict:
     from .kernels import Kernels
     from .model import Engine
     from .paths import cache_dir
@@ -100,12 +100,13 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
     t0 = time.perf_counter()
     engine = Engine(dev, kern, store, context=prompt_tokens + gen_tokens + 8, part_bytes=part_bytes)
     folds = engine.set_folds(norms, geglu)
+    engine.set_decode_qk(decode_qk)
     load_s = time.perf_counter() - t0
     matmul = kern.prefill_matmul(store.fmt)
     attention = kern.attention_choice(cfg.head_dim)[1]
     log(f"bench: {cfg.name} {store.fmt} on {dev.info.describe()}; weights uploaded in {load_s:.1f} s; "
-        f"prefill: {matmul}, {attention}; decode folds: norms {folds[0]}, geglu {folds[1]}; decode products: "
-        f"{kern.matvec_choice(store.fmt)[1]}")
+        f"prefill: {matmul}, {attention}; decode folds: norms {folds[0]}, geglu {folds[1]}, q/k {decode_qk}; "
+        f"decode products: {kern.matvec_choice(store.fmt)[1]}")
     rng = np.random.default_rng(0)
     prompt = [cfg.bos_id] + rng.integers(3, cfg.vocab, prompt_tokens - 1).tolist()
 
@@ -194,7 +195,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
         "profile_prefill_products": prefill_by_matrix,
         "dispatches_per_decode_step": len(engine._step(1, "argmax").names),
         "weight_part_bytes": part_bytes or Engine.WEIGHT_PART_BYTES,
-        "decode_norms": folds[0], "decode_geglu": folds[1],
+        "decode_norms": folds[0], "decode_geglu": folds[1], "decode_qk": decode_qk,
         "decode_products": kern.matvec_choice(store.fmt)[1],
         "prefill_matmul": matmul,
         "prefill_attention": attention,
@@ -232,6 +233,7 @@ def cmd_bench(args) -> int:
                              portable_matmul=args.portable_matmul, portable_attention=args.portable_attention,
                              part_bytes=args.weight_part_mb << 20 if args.weight_part_mb else None,
                              norms=args.norms, geglu=args.geglu, decode_dot=args.decode_dot, burst=args.burst,
+                             decode_qk=args.decode_qk,
                              log=lambda s: print(s, file=sys.stderr)))
         r = results[-1]
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["profile_decode_ms"].items())[:6])
@@ -271,6 +273,9 @@ def _setup(p):
     p.add_argument("--decode-dot", choices=["auto", "int8", "float"], default="auto",
                    help="decode products of q8_0/q4_0 weights on the integer dot product with int8 x ('int8', "
                         "where the device has it), or with fp32 x ('float'); A/B runs (default auto)")
+    p.add_argument("--decode-qk", choices=["fused", "separate"], default="fused",
+                   help="decode: q/k norm + RoPE + KV write folded into attention (attention_qk, default) or "
+                        "a dispatch of its own (qk_rope); A/B runs")
     p.add_argument("--burst", type=int, default=8,
                    help="also time greedy decode in bursts of this many steps a submit (the GPU feeds each argmax "
                         "to the next step; 1: skip). decode tok/s itself waits for every token, as llama-bench does")

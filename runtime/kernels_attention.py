@@ -1,6 +1,7 @@
 """Kernel calls for everything in a Gemma 3 step that is not a matrix product or a norm.
 
-RoPE, the KV-cache write, attention (split over the keys when it pays), GeGLU, add,
+RoPE, the KV-cache write, attention (split over the keys when it pays; in decode, with q/k norm,
+RoPE and the KV write folded in: attention_qk), GeGLU, add,
 and the on-GPU argmax and top-k of the sampler.  ``AttentionOps`` is a mixin of
 ``Kernels`` (kernels.py): it uses ``self.device`` and ``self.program``.  Small device
 buffers it needs (RoPE frequency tables, attention partials, argmax/top-k levels) are
@@ -101,8 +102,37 @@ class AttentionOps:
         mode = "decode" if T == 1 else "prefill"
         op = "attention" if mode == "decode" else self.attention_choice(D)[0]
         prog = self.program(op, mode=mode, head_dim=D) if op == "attention" else self.program(op, head_dim=D)
+        self._attend(rec, prog, mode, {"q": q, "kcache": kcache, "vcache": vcache, "y": out, "ctrl": ctrl},
+                     {}, T, Hq, Hkv, D, C, window, scale, splits)
+
+    def attention_qk(self, rec: Recording, qkv, q_norm, k_norm, ctrl, kcache, vcache, out, Hq: int, Hkv: int,
+                     D: int, C: int, window: int, scale: float, eps: float, rope_base: float, rope_scale: float,
+                     splits: int | None = None) -> None:
+        """Decode (one row): qk_rope then attention in one dispatch (attention_qk.yaml). qkv [(Hq + 2 Hkv) D]
+        is the q/k/v product's row; the new k and v go into the caches at slot ctrl[0] mod C, and out
+        [Hq, D] gets the attention of the normed, roped q over every key up to and including them."""
+        if split_input(qkv)[1] > 1:
+            raise GemforgeError("attention_qk: qkv is a product's split-K partials; it reads one summed row",
+                                "call linear without defer_sum (decode products do not split K)")
+        if Hkv <= 0 or Hq % Hkv:
+            raise GemforgeError(f"attention_qk: {Hq} query heads are not a multiple of {Hkv} kv heads")
+        if C <= 0 or window < 0 or D % 8:
+            raise GemforgeError(f"attention_qk: bad shape C={C}, window={window}, head dim {D}")
+        for name, b, n in (("qkv", qkv, (Hq + 2 * Hkv) * D), ("out", out, Hq * D), ("kcache", kcache, C * Hkv * D),
+                           ("vcache", vcache, C * Hkv * D), ("q_norm", q_norm, D), ("k_norm", k_norm, D)):
+            self._check("attention_qk", name, b, n * 4)
+        prog = self.program("attention_qk", head_dim=D)
+        bufs = {"qkv": qkv, "qw": q_norm, "kw": k_norm, "freqs": self._rope_table(D, rope_base, rope_scale),
+                "kcache": kcache, "vcache": vcache, "y": out, "ctrl": ctrl}
+        self._attend(rec, prog, "decode", bufs, {"eps": float(eps)}, 1, Hq, Hkv, D, C, window, scale, splits)
+
+    def _attend(self, rec: Recording, prog, mode: str, bufs: dict, push_extra: dict, T: int, Hq: int, Hkv: int,
+                D: int, C: int, window: int, scale: float, splits: int | None) -> None:
+        """The dispatch of an attention kernel (attention, attention_coop, attention_qk): splits, partials,
+        the decode counters or the prefill merge pass."""
+        op = prog.artifact.op
         vals = prog.artifact.values
-        if op == "attention":
+        if op != "attention_coop":
             rows, keys, target = vals[f"{mode}_rows"], vals[f"{mode}_keys"], self.SPLIT_TARGET_GROUPS
         else:
             rows, keys, target = vals["rows"], vals["keys"], vals["split_groups"]
@@ -118,14 +148,14 @@ class AttentionOps:
                                 f"more than one buffer on {self.device.info.name}", "use fewer splits")
         part = self._scratch("attention", part_bytes)
         push = {"T": T, "Hq": Hq, "Hkv": Hkv, "C": C, "window": window, "scale": float(scale) * LOG2E,
-                "splits": splits}
-        bufs = {"q": q, "kcache": kcache, "vcache": vcache, "y": out, "part": part, "ctrl": ctrl}
+                "splits": splits, **push_extra}
+        bufs = {**bufs, "part": part}
         if mode == "decode":     # the last split of each head combines the partials (no merge pass); it
             bufs["count"] = self._scratch("attention counters", 4 * tiles * Hkv, zeroed=True)  # re-zeroes its counter
         rec.dispatch(prog, bufs, push, (tiles, Hkv, splits))
         if mode == "prefill" and splits > 1:
             merge = self.program("attention_merge", head_dim=D)
-            rec.dispatch(merge, {"part": part, "y": out}, {"rows": T * Hq, "splits": splits},
+            rec.dispatch(merge, {"part": part, "y": bufs["y"]}, {"rows": T * Hq, "splits": splits},
                          groups_2d(T * Hq))
 
     def attention_choice(self, D: int) -> tuple[str, str]:

@@ -164,6 +164,15 @@ class Engine:
     # H200, bench/linear_probe.py: 27B q8_0 down 70.6 us with input geglu vs 42.8 us plain.
     GEGLU_BEFORE_MAX_BYTES = 4 << 20
     BURST_MAX = 32          # the most greedy decode steps one submit runs (decode_burst)
+    # decode: qk_rope folded into attention (attention_qk, one dispatch a layer) or 'separate' (A/B runs:
+    # set_decode_qk, bench --decode-qk)
+    decode_qk = "fused"
+
+    def set_decode_qk(self, how: str) -> None:
+        if how not in ("fused", "separate"):
+            raise GemforgeError(f"decode q/k: {how!r}", "use fused or separate")
+        self.decode_qk = how
+        self.forget_steps()
     NORMS = "auto"
     GEGLU = "auto"
     FOLDS = ("auto", "before", "after", "separate")
@@ -262,11 +271,16 @@ class Engine:
         f16_act = cfg.ffn % 8 == 0 and k.takes_f16(self.layers[0].w_down, T)   # prefill on matmul_coop
         for i, L in enumerate(self.layers):
             qkv = linear_xn(L.wqkv, self.qkv)
-            # q_norm/k_norm per head, RoPE, and k, v into the cache: one dispatch
-            k.qk_rope(rec, qkv, L.q_norm, L.k_norm, ctrl, self.qn, L.kcache, L.vcache, T, Hq, Hkv, D,
-                      L.cache_len, cfg.eps, L.rope_base, L.rope_scale)
-            k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, ctrl, T, Hq, Hkv, D, L.cache_len,
-                        L.window, self.attn_scale)
+            if T == 1 and self.decode_qk == "fused":
+                # decode: q/k norm, RoPE, the KV write and attention in one dispatch
+                k.attention_qk(rec, qkv, L.q_norm, L.k_norm, ctrl, L.kcache, L.vcache, self.attn, Hq, Hkv, D,
+                               L.cache_len, L.window, self.attn_scale, cfg.eps, L.rope_base, L.rope_scale)
+            else:
+                # q_norm/k_norm per head, RoPE, and k, v into the cache: one dispatch; then attention
+                k.qk_rope(rec, qkv, L.q_norm, L.k_norm, ctrl, self.qn, L.kcache, L.vcache, T, Hq, Hkv, D,
+                          L.cache_len, cfg.eps, L.rope_base, L.rope_scale)
+                k.attention(rec, self.qn, L.kcache, L.vcache, self.attn, ctrl, T, Hq, Hkv, D, L.cache_len,
+                            L.window, self.attn_scale)
             # h = x + post_attn_norm(o); xn = ffn_norm(h)
             product_norm(L.wo, self.attn, self.o, self.x, L.post_attn_norm, L.ffn_norm, self.h,
                          nxt=L.w_gate_up if geglu == "separate" else None)

@@ -156,6 +156,38 @@ def test_decode_folds_agree(models, tokenizer):
         engine.set_folds()
 
 
+def test_decode_qk_fused_agrees(models, tokenizer):
+    """Decode with qk_rope folded into attention (attention_qk: one dispatch a layer) gives the logits
+    of the two-dispatch step within fp32 noise, the same greedy tokens, and a step shorter by one
+    dispatch per layer."""
+    engine = models("q8_0").engine
+    ids = tokenizer.encode("The capital of France is")
+
+    def run():
+        engine.reset()
+        engine.prefill(ids, "argmax")
+        tok, out = engine.read_argmax(), []
+        for _ in range(4):
+            engine.decode(tok, "logits")
+            out.append(engine.read_logits().copy())
+            tok = int(out[-1].argmax())
+        return np.stack(out), engine._step(1, "logits").names
+    try:
+        engine.set_decode_qk("separate")
+        base, names_sep = run()
+        engine.set_decode_qk("fused")
+        got, names = run()
+    finally:
+        engine.set_decode_qk("fused")
+    assert len(names_sep) - len(names) == engine.cfg.layers
+    assert not any(n.startswith("qk_rope") for n in names)
+    err = np.abs(got - base).max() / np.abs(base).max()
+    assert err < 1e-5, f"fused q/k decode logits differ by {err:.2e} of max |logit|"
+    assert got.argmax(axis=1).tolist() == base.argmax(axis=1).tolist()
+    with pytest.raises(GemforgeError, match="decode q/k"):
+        engine.set_decode_qk("both")
+
+
 def test_chat_cache_reuse_equals_recompute(models):
     model = models("q8_0")
     tok = model.tokenizer

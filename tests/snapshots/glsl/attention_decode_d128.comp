@@ -144,7 +144,8 @@ void main() {
             for (int j0 = 0; j0 < nk; j0 += 16) {     // 16 value rows in flight, then their products
                 vec4 v4[16];
                 [[unroll]] for (int jj = 0; jj < 16; jj++) {
-                    const uint slot = uint(p_end - blk - min(j0 + jj, nk - 1)) % pc.C;
+                    const int age = blk + min(j0 + jj, nk - 1);
+                    const uint slot = uint(p_end - age) % pc.C;
                     v4[jj] = vcache[(slot * pc.Hkv + hk) * 32u + dv];
                 }
                 [[unroll]] for (int jj = 0; jj < 16; jj++) {

@@ -134,7 +134,8 @@ void main() {
             for (int j0 = 0; j0 < nk; j0 += 8) {     // 8 value rows in flight, then their products
                 vec4 v4[8];
                 [[unroll]] for (int jj = 0; jj < 8; jj++) {
-                    const uint slot = uint(p_end - blk - min(j0 + jj, nk - 1)) % pc.C;
+                    const int age = blk + min(j0 + jj, nk - 1);
+                    const uint slot = uint(p_end - age) % pc.C;
                     v4[jj] = vcache[(slot * pc.Hkv + hk) * 64u + dv];
                 }
                 [[unroll]] for (int jj = 0; jj < 8; jj++) {
