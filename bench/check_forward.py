@@ -78,7 +78,7 @@ def main() -> int:
               "gpu_s": t_gpu, "numpy_s": t_ref, "checked_positions": pos, "tol": a.tol,
               "prefill_matmul": kern.prefill_matmul(a.weights),
               "prefill_attention": kern.attention_choice(cfg.head_dim)[1],
-              "decode_norms": folds[0], "decode_geglu": folds[1],
+              "decode_norms": folds[0], "decode_geglu": folds[1], "decode_qk": eng.decode_qk,
               "decode_products": kern.matvec_choice(a.weights)[1]}
     ok = True
     for kind, (g, r) in rows.items():

@@ -124,6 +124,18 @@ def test_buckets_and_chunks_give_the_same_tokens(models, goldens):
     assert len(outs[0]) == 8
 
 
+def greedy_logits(engine, ids, steps: int) -> np.ndarray:
+    """[steps, vocab]: the logits of ``steps`` greedy decode steps after prefilling ``ids``, one a submit."""
+    engine.reset()
+    engine.prefill(ids, "argmax")
+    tok, out = engine.read_argmax(), []
+    for _ in range(steps):
+        engine.decode(tok, "logits")
+        out.append(engine.read_logits().copy())
+        tok = int(out[-1].argmax())
+    return np.stack(out)
+
+
 def test_decode_folds_agree(models, tokenizer):
     """Every placement of the decode step's residual add + norm pairs and GeGLUs (Engine.set_folds: folded
     into the product before or after, or a dispatch of its own) gives the logits of the all-separate
@@ -132,14 +144,7 @@ def test_decode_folds_agree(models, tokenizer):
     ids = tokenizer.encode("The capital of France is")
 
     def run():
-        engine.reset()
-        engine.prefill(ids, "argmax")
-        tok, out = engine.read_argmax(), []
-        for _ in range(3):
-            engine.decode(tok, "logits")
-            out.append(engine.read_logits().copy())
-            tok = int(out[-1].argmax())
-        return np.stack(out)
+        return greedy_logits(engine, ids, 3)
     try:
         assert engine.set_folds("separate", "separate") == ("separate", "separate")
         base = run()
@@ -164,14 +169,7 @@ def test_decode_qk_fused_agrees(models, tokenizer):
     ids = tokenizer.encode("The capital of France is")
 
     def run():
-        engine.reset()
-        engine.prefill(ids, "argmax")
-        tok, out = engine.read_argmax(), []
-        for _ in range(4):
-            engine.decode(tok, "logits")
-            out.append(engine.read_logits().copy())
-            tok = int(out[-1].argmax())
-        return np.stack(out), engine._step(1, "logits").names
+        return greedy_logits(engine, ids, 4), engine._step(1, "logits").names
     try:
         engine.set_decode_qk("separate")
         base, names_sep = run()
