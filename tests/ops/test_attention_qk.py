@@ -1,7 +1,7 @@
 """attention_qk: decode attention with qk_rope folded in (q/k norm, RoPE and the KV write in the same
 dispatch). Against the two dispatches it replaces (qk_rope, then attention) on the same inputs -- the
-same fp32 operations but for the order in which each head's squares are summed (subgroups here, a
-tree in qk_rope) -- and against numpy's norm, RoPE, cache write and attention. Caches hold random old entries; the new slot's old contents
+same fp32 operations, so equal up to the compiler's contraction choices -- and against numpy's
+norm, RoPE, cache write and attention. Caches hold random old entries; the new slot's old contents
 must not leak in (the kernel uses its own copy of the new k and v)."""
 from __future__ import annotations
 

@@ -11,9 +11,8 @@
 // 8 vec4), partials summed through shared memory; (2) online softmax, 32 invocations
 // per row; (3) O = O * alpha + P V, invocation = vec4 column x 2 rows. Everything in fp32, exp2 domain.
 // attention_qk: before the blocks, the workgroup norms and ropes its q rows from qkv into shared memory
-// (qk_rope's arithmetic; the squares summed by subgroups), and split 0 -- whose ages start at 0, the
-// newest key -- also the new k and v: into the caches for later steps, and into shared memory for its
-// own age 0.
+// (qk_rope's arithmetic and summation order), and split 0 -- whose ages start at 0, the newest key --
+// also the new k and v: into the caches for later steps, and into shared memory for its own age 0.
 layout(local_size_x = 128) in;
 layout(std430, set = 0, binding = 0) restrict readonly buffer B_qkv { float qkv[]; };
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_qw { float qw[]; };
@@ -44,7 +43,7 @@ shared vec4 knew[64];                  // split 0: the newest k (normed, roped) 
 shared vec4 vnew[64];
 shared float pa[640];      // the pairs (i, i + D/2) of the tile's q heads, then k
 shared float pb[640];
-shared float psum[640];    // a * a + b * b: per subgroup, or summed per head by a tree
+shared float psum[640];    // a * a + b * b, summed per head (qk_rope's tree)
 
 const float TWO_OVER_PI = 0.636619772367581343;
 
@@ -119,11 +118,6 @@ void main() {
         const uint pos = uint(pos0);
         const uint slot = pos % pc.C;
         const uint kvrow = (slot * pc.Hkv + hk) * 256u;
-        // The per-head sums of a a + b b: where a head's HALF pairs fill whole subgroups (p = tid + k NT
-        // walks consecutive lanes), subgroupAdd, then the head's few subgroup sums (one barrier);
-        // otherwise qk_rope's tree (a barrier a level)
-        const uint SGS = gl_SubgroupSize;
-        const bool by_sg = HALF % SGS == 0u && 128u % SGS == 0u;
         for (uint p = tid; p < nh * HALF; p += 128u) {
             const uint j = p / HALF, i = p % HALF;
             const uint src = (j < nq ? hk * G + r0 + j : pc.Hq + hk) * 256u;
@@ -131,31 +125,18 @@ void main() {
             const float b = qkv[src + i + HALF];
             pa[p] = a;
             pb[p] = b;
-            if (by_sg) {                       // whole subgroups are active or not: nh HALF is a multiple of SGS
-                const float t = subgroupAdd(a * a + b * b);
-                if (subgroupElect()) psum[p / SGS] = t;
-            } else {
-                psum[p] = a * a + b * b;
-            }
+            psum[p] = a * a + b * b;
         }
         barrier();
-        if (!by_sg) {
-            for (uint st = HALF / 2u; st > 0u; st >>= 1u) {
-                for (uint p = tid; p < nh * HALF; p += 128u)
-                    if (p % HALF < st) psum[p] += psum[p + st];
-                barrier();
-            }
+        for (uint st = HALF / 2u; st > 0u; st >>= 1u) {     // per head, as qk_rope's tree
+            for (uint p = tid; p < nh * HALF; p += 128u)
+                if (p % HALF < st) psum[p] += psum[p + st];
+            barrier();
         }
         for (uint p = tid; p < nh * HALF; p += 128u) {
             const uint j = p / HALF, i = p % HALF;
             const bool is_q = j < nq;
-            float ss = 0.0;
-            if (by_sg) {
-                for (uint g = 0u; g < HALF / SGS; g++) ss += psum[j * (HALF / SGS) + g];
-            } else {
-                ss = psum[j * HALF];
-            }
-            const float inv = inversesqrt(ss / float(256) + pc.eps);
+            const float inv = inversesqrt(psum[j * HALF] / float(256) + pc.eps);
             const float a = pa[p] * inv * (is_q ? qw[i] : kw[i]);
             const float b = pb[p] * inv * (is_q ? qw[i + HALF] : kw[i + HALF]);
             precise const float angle = float(pos) * freqs[i];
