@@ -158,3 +158,11 @@ def test_doctor_require_hardware(build, capsys, monkeypatch):
         assert err == "gemforge: error: no hardware GPU (--require-hardware) (fix: see the lines above)\n"
         if devs:
             assert line(lines, "hardware GPU").startswith("[MISS] hardware GPU: none found")
+
+
+@pytest.mark.parametrize("burst", ["0", "33"])
+def test_burst_outside_its_range_is_one_line_before_loading(capsys, burst):
+    """--burst is checked before the model loads (no device or model file needed to fail)."""
+    rc, out, err = run(capsys, "run", "--prompt", "x", "--model", "/nonexistent.gguf", "--burst", burst)
+    assert (rc, out) == (5, "")
+    assert err == f"gemforge: error: --burst {burst} is outside 1..32 (fix: use --burst 1 to 32 (1: wait for every token))\n"
