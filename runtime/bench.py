@@ -218,8 +218,10 @@ def table(results: list[dict]) -> str:
 
 def cmd_bench(args) -> int:
     from .errors import GemforgeError
+    from .model import check_burst
     if bool(args.model) == bool(args.synthetic):
         raise GemforgeError("give exactly one of --model PATH.gguf or --synthetic SIZE")
+    check_burst(args.burst, "--burst")      # before minutes of weight upload, not after
     results = []
     for w in args.weights.split(","):
         if args.synthetic:

@@ -28,6 +28,13 @@ from .vulkan import Buffer, Device, Recording, View
 
 MAX_CHUNK = 256          # the largest prefill bucket
 LOGIT_ROWS = 16          # rows of full logits per submit in Model.logits (the smallest matmul bucket)
+BURST_MAX = 32           # the most greedy decode steps one submit runs (Engine.decode_burst)
+
+
+def check_burst(n: int, name: str = "burst") -> None:
+    """A one-line error unless 1 <= n <= BURST_MAX (``name`` says what n is: '--burst', ...)."""
+    if not 1 <= n <= BURST_MAX:
+        raise ModelError(f"{name} {n} is outside 1..{BURST_MAX}", f"use --burst 1 to {BURST_MAX} (1: wait for every token)")
 DEFAULT_CONTEXT = 8192   # the KV cache length unless --context says otherwise (up to the model's limit)
 
 
@@ -140,8 +147,8 @@ class Engine:
         # decode bursts (decode_burst): step i reads its token from slot i of burst_ids and its position
         # from slot i of burst_ctrl; its argmax writes slot i + 1, the next step's token
         self._slot = max(256, device.info.min_storage_offset_alignment)
-        self.burst_ids = buf((self.BURST_MAX + 1) * self._slot, "burst_ids", host=True)
-        self.burst_ctrl = buf(self.BURST_MAX * self._slot, "burst_ctrl", host=True)
+        self.burst_ids = buf((BURST_MAX + 1) * self._slot, "burst_ids", host=True)
+        self.burst_ctrl = buf(BURST_MAX * self._slot, "burst_ctrl", host=True)
         self.logits = buf(cfg.vocab * f32, "logits")   # read back only by the full-logits sampling path
         self.rows_logits = buf(LOGIT_ROWS * cfg.vocab * f32, "rows_logits")
         self.out_idx = buf(64 * 4, "out_idx", host=True)
@@ -163,16 +170,9 @@ class Engine:
     # before, else after where it fits, else separate). bench --norms/--geglu: A/B runs.
     # H200, bench/linear_probe.py: 27B q8_0 down 70.6 us with input geglu vs 42.8 us plain.
     GEGLU_BEFORE_MAX_BYTES = 4 << 20
-    BURST_MAX = 32          # the most greedy decode steps one submit runs (decode_burst)
     # decode: qk_rope folded into attention (attention_qk, one dispatch a layer) or 'separate' (A/B runs:
     # set_decode_qk, bench --decode-qk)
     decode_qk = "fused"
-
-    def set_decode_qk(self, how: str) -> None:
-        if how not in ("fused", "separate"):
-            raise GemforgeError(f"decode q/k: {how!r}", "use fused or separate")
-        self.decode_qk = how
-        self.forget_steps()
     NORMS = "auto"
     GEGLU = "auto"
     FOLDS = ("auto", "before", "after", "separate")
@@ -213,6 +213,13 @@ class Engine:
             raise
         self.forget_steps()
         return folds
+
+    def set_decode_qk(self, how: str) -> None:
+        """Where the decode step's q/k norm, RoPE and KV write run (decode_qk); recorded steps are dropped."""
+        if how not in ("fused", "separate"):
+            raise GemforgeError(f"decode q/k: {how!r}", "use fused or separate")
+        self.decode_qk = how
+        self.forget_steps()
 
     def forget_steps(self) -> None:
         """Drop the recorded steps (they bind today's buffers and choices): the next run records anew."""
@@ -312,35 +319,35 @@ class Engine:
 
     def record_step(self, T: int, head: str, topk: int = 0, timestamps: bool = False) -> Recording:
         """A new recording of the step for T rows. head: 'argmax' | 'topk' | 'logits' (last row) | 'none'."""
-        cfg, k = self.cfg, self.k
-        H = cfg.hidden
         rec = self.device.record(timestamps=timestamps, label=f"step T={T} {head}")
-        k.embed(rec, self.embed, self.ids, self.x, T, self.embed_scale)
-        normed = self._layers(rec, T)
+        self._record_tokens(rec, T, head, topk, self.ids, self.ctrl, self.out_idx)
+        return rec.finish()
+
+    def _record_tokens(self, rec: Recording, T: int, head: str, topk: int, ids, ctrl, out_idx) -> None:
+        """One step into ``rec``: embed the T tokens in ``ids``, every layer at the position in ``ctrl``,
+        then the head of the last row (argmax or top-k indices into ``out_idx``)."""
+        cfg, k, H = self.cfg, self.k, self.cfg.hidden
+        k.embed(rec, self.embed, ids, self.x, T, self.embed_scale)
+        normed = self._layers(rec, T, ctrl)
         if head != "none":
             if not normed:
                 k.rmsnorm(rec, self._row(self.x, T - 1, H), self.out_norm, self.xn, 1, H, cfg.eps)
             k.linear(rec, self.embed, self.xn, self.logits, 1)
             if head == "argmax":
-                k.argmax(rec, self.logits, self.out_idx, cfg.vocab)
+                k.argmax(rec, self.logits, out_idx, cfg.vocab)
             elif head == "topk":
-                k.topk(rec, self.logits, self.topk_vals, self.out_idx, cfg.vocab, topk)
-        return rec.finish()
+                k.topk(rec, self.logits, self.topk_vals, out_idx, cfg.vocab, topk)
 
     def record_burst(self, n: int, timestamps: bool = False) -> Recording:
         """A new recording of n greedy decode steps back to back: step i embeds the token in slot i of
         burst_ids, runs every layer at the position in slot i of burst_ctrl, and writes its argmax to
         slot i + 1 -- the next step's token, with no trip through the host (decode_burst)."""
-        if not 1 <= n <= self.BURST_MAX:
-            raise GemforgeError(f"decode burst of {n} steps outside 1..{self.BURST_MAX}")
-        cfg, k, H, S = self.cfg, self.k, self.cfg.hidden, self._slot
+        check_burst(n, "decode burst of")
+        S = self._slot
         rec = self.device.record(timestamps=timestamps, label=f"decode burst of {n}")
         for i in range(n):
-            k.embed(rec, self.embed, View(self.burst_ids, i * S, 4), self.x, 1, self.embed_scale)
-            if not self._layers(rec, 1, ctrl=View(self.burst_ctrl, i * S, 64)):
-                k.rmsnorm(rec, self.x, self.out_norm, self.xn, 1, H, cfg.eps)
-            k.linear(rec, self.embed, self.xn, self.logits, 1)
-            k.argmax(rec, self.logits, View(self.burst_ids, (i + 1) * S, 4), cfg.vocab)
+            self._record_tokens(rec, 1, "argmax", 0, View(self.burst_ids, i * S, 4), View(self.burst_ctrl, i * S, 64),
+                                View(self.burst_ids, (i + 1) * S, 4))
         return rec.finish()
 
     def decode_burst(self, token: int, n: int) -> list[int]:
@@ -538,9 +545,7 @@ class Model:
         params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed)
         if max_tokens < 1:
             raise ModelError(f"max_tokens must be >= 1, got {max_tokens}")
-        if not 1 <= self.burst <= Engine.BURST_MAX:
-            raise ModelError(f"burst {self.burst} is outside 1..{Engine.BURST_MAX}",
-                             f"use --burst 1 to {Engine.BURST_MAX}")
+        check_burst(self.burst)
         ids = self.tokenizer.encode(prompt, add_bos=True) if isinstance(prompt, str) else [int(t) for t in prompt]
         if isinstance(prompt, str) and not prompt:
             raise ModelError("the prompt is empty", "give some text with --prompt")

@@ -49,11 +49,10 @@ def sampling_kwargs(args) -> dict:
 
 
 def load_model(args):
-    from .model import Engine, Model
+    from .model import Model, check_burst
     burst = getattr(args, "burst", None)
-    if burst is not None and not 1 <= burst <= Engine.BURST_MAX:
-        raise ModelError(f"--burst {burst} is outside 1..{Engine.BURST_MAX}",
-                         f"use --burst 1 to {Engine.BURST_MAX} (1: wait for every token)")
+    if burst is not None:
+        check_burst(burst, "--burst")
     model = Model.load(args.model, args.weights, device=args.device, require_hardware=args.require_hardware,
                        context=args.context, placement=args.placement)
     model.burst = burst or model.burst

@@ -15,6 +15,7 @@ from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import Split
 from gemforge.runtime.vulkan import View
 from tests.conftest import SENTINEL, assert_close
+from tests.ops.test_qk_rope import qk_inputs
 
 TOL = load_spec(paths.configs_dir() / "ops" / "attention_qk.yaml").tolerance["f32"]
 
@@ -28,21 +29,10 @@ CASES = [  # Hq, Hkv, D, C, window, pos0, base, scale, splits
 ]
 
 
-def setup(device, rng, Hq, Hkv, D, C, pos0):
-    heads = Hq + 2 * Hkv
-    qkv = (rng.standard_normal(heads * D) * 20).astype(np.float32)
-    qw = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
-    kw = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
-    kc = rng.standard_normal((C, Hkv * D)).astype(np.float32)
-    vc = rng.standard_normal((C, Hkv * D)).astype(np.float32)
-    ctrl = device.buffer(64, "ctrl", host=True)
-    ctrl.write(np.asarray([pos0], np.uint32))
-    return qkv, qw, kw, kc, vc, ctrl
-
-
 @pytest.mark.parametrize("Hq,Hkv,D,C,window,pos0,base,scale,splits", CASES)
 def test_attention_qk(device, kernels, rng, Hq, Hkv, D, C, window, pos0, base, scale, splits):
-    qkv, qw, kw, kc, vc, ctrl = setup(device, rng, Hq, Hkv, D, C, pos0)
+    qkv, qw, kw, kc, vc, ctrl = qk_inputs(device, rng, 1, Hq, Hkv, D, C, pos0)
+    qkv = qkv.reshape(-1)
     sc = D ** -0.5
     bqkv, bqw, bkw = device.upload(qkv), device.upload(qw), device.upload(kw)
     # the two dispatches it replaces

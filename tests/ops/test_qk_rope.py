@@ -10,6 +10,19 @@ from tests.conftest import assert_close
 TOL = load_spec(paths.configs_dir() / "ops" / "qk_rope.yaml").tolerance["f32"]
 
 
+def qk_inputs(device, rng, T, Hq, Hkv, D, C, pos0):
+    """(qkv [T, Hq + 2 Hkv, D], q and k norm weights, k and v caches [C, Hkv D] of random old entries,
+    a ctrl buffer holding pos0): the inputs of qk_rope and attention_qk."""
+    qkv = (rng.standard_normal((T, Hq + 2 * Hkv, D)) * 20).astype(np.float32)
+    qw = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
+    kw = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
+    kc = rng.standard_normal((C, Hkv * D)).astype(np.float32)
+    vc = rng.standard_normal((C, Hkv * D)).astype(np.float32)
+    ctrl = device.buffer(64, "ctrl", host=True)
+    ctrl.write(np.asarray([pos0], np.uint32))
+    return qkv, qw, kw, kc, vc, ctrl
+
+
 @pytest.mark.parametrize("D,Hq,Hkv,T,pos0,C,base,scale", [
     (256, 4, 1, 1, 0, 768, 1e4, 1.0),          # 270M decode, first token
     (256, 4, 1, 37, 700, 768, 1e4, 1.0),       # a prefill chunk that wraps the sliding ring
@@ -17,14 +30,7 @@ TOL = load_spec(paths.configs_dir() / "ops" / "qk_rope.yaml").tolerance["f32"]
     (128, 32, 16, 3, 120000, 1024, 1e6, 8.0),  # 27B-like (a short cache: the slot wraps)
 ])
 def test_qk_rope(device, kernels, rng, D, Hq, Hkv, T, pos0, C, base, scale):
-    heads = Hq + 2 * Hkv
-    qkv = (rng.standard_normal((T, heads, D)) * 20).astype(np.float32)
-    qw = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
-    kw = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
-    kc0 = rng.standard_normal((C, Hkv * D)).astype(np.float32)
-    vc0 = rng.standard_normal((C, Hkv * D)).astype(np.float32)
-    ctrl = device.buffer(64, "ctrl", host=True)
-    ctrl.write(np.asarray([pos0], np.uint32))
+    qkv, qw, kw, kc0, vc0, ctrl = qk_inputs(device, rng, T, Hq, Hkv, D, C, pos0)
     bq, bk, bv = device.upload(qkv), device.upload(kc0), device.upload(vc0)
     bqn = device.buffer(T * Hq * D * 4)
     rec = device.record()
