@@ -4,7 +4,7 @@
   python3 bench/linear_probe.py --model 4b --weights q8_0 --T 256 [--portable-matmul]   # prefill products
 
 Times each [N, K] weight of the model (synthetic values: speed depends on shape and format) with
-GPU timestamps over --reps back-to-back dispatches, after a warm-up submit; prints and writes JSON.
+GPU timestamps over --reps back-to-back dispatches, after --warm-ms of the same calls; prints and writes JSON.
 --decode-dot picks the T = 1 kernel for q8_0/q4_0 (integer dot product or fp32 x).
 --candidates also times, on every shape, each tuning candidate of that kernel found in the build
 (`gemforge kernels --tune-candidates matvec_dot:out=plain`, ...) and prints the fastest few: whether
@@ -12,9 +12,9 @@ one layout serves every shape or shapes would pick different ones.
 
   python3 bench/linear_probe.py --model 4b --weights q8_0 --candidates --reps 5
 
-Caution (H200, driver 580): after several large weights had been freed and allocated again in one
-process, later timings came out up to 5x slower (q8_0 gate/up at T = 256: 1,000 -> 4,082 us), so run
-one format per process and distrust the shapes timed last (the head is timed last).
+Each timing follows --warm-ms of the same calls and keeps the fastest of three submits: without
+that, on the H200 (driver 580) a call timed after the host had worked (pipeline creation, uploads)
+ran at low clocks, up to 7x slower, and candidates timed later looked faster.
 """
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def _candidates(dev, k, op, fmt, W, x, y, T, a, name, tuned_s) -> list[dict]:
             except GemforgeError as e:        # a resource limit of this device: not a usable point
                 print(f"  {art.name}: dropped ({e})", file=sys.stderr)
                 continue
-            t = dev.time_call(lambda rec: k.linear(rec, W, x, y, T), a.reps, "probe")
+            t = dev.time_call(lambda rec: k.linear(rec, W, x, y, T), a.reps, "probe",
+                              warm_s=a.warm_ms / 1e3, rounds=3)
             out.append({"model": a.model, "format": fmt, "matrix": name, "T": T, "N": W.N, "K": W.K,
                         "kernel": op, "candidate": art.tuning_key, "us": 1e6 * t, "GB_s": W.nbytes / t / 1e9})
     finally:
@@ -96,6 +97,8 @@ def main() -> int:
     ap.add_argument("--shapes", help="time these [N, K] instead of the model's matrices: 43008x5376,262144x5376")
     ap.add_argument("--warmup-s", type=float, default=1.0, help="seconds of matrix-vector work before timing "
                     "(a fresh GPU runs its first work slower)")
+    ap.add_argument("--warm-ms", type=float, default=30.0,
+                    help="milliseconds of each timed call before timing it (an idle GPU starts at low clocks)")
     ap.add_argument("--candidates", action="store_true",
                     help="also time every tuning candidate of the shape's kernel in the build (plain products)")
     ap.add_argument("--out")
@@ -133,7 +136,7 @@ def main() -> int:
             for act in ([None, "geglu"] if name == "down" and T == 1 else [None]):
                 res[act or "plain"] = dev.time_call(   # steady state per call (a call may be split K + its sum)
                     lambda rec: k.linear(rec, W, x, y, 1, act=act) if act else k.linear(rec, W, x, y, T),
-                    a.reps, "probe")
+                    a.reps, "probe", warm_s=a.warm_ms / 1e3, rounds=3)
             if a.candidates:
                 rows.extend(_candidates(dev, k, kernel, fmt, W, x, y, T, a, name, res["plain"]))
             for act, t in res.items():

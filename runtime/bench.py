@@ -86,12 +86,14 @@ def _by_matrix(rec, engine, T: int) -> dict[str, dict]:
 
 def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, device_index=None,
           require_hardware=False, portable_matmul=False, portable_attention=False, part_bytes=None, norms="auto",
-          geglu="auto", decode_dot="auto", burst=8, decode_qk="fused", log=print) -> dict:
+          geglu="auto", decode_dot="auto", burst=8, decode_qk="fused", host_wait="auto", log=print) -> dict:
     from .kernels import Kernels
     from .model import Engine
     from .paths import cache_dir
     from .vulkan import Device
     dev = Device(device_index, require_hardware, cache_dir=cache_dir())
+    if host_wait == "block":
+        dev.spin_s = 0.0
     kern = Kernels(dev)
     kern.portable_only = portable_matmul
     kern.portable_attention = portable_attention
@@ -195,7 +197,7 @@ def bench(store, *, prompt_tokens=512, gen_tokens=128, reps=3, warmup_s=3.0, dev
         "profile_prefill_products": prefill_by_matrix,
         "dispatches_per_decode_step": len(engine._step(1, "argmax").names),
         "weight_part_bytes": part_bytes or Engine.WEIGHT_PART_BYTES,
-        "decode_norms": folds[0], "decode_geglu": folds[1], "decode_qk": decode_qk,
+        "decode_norms": folds[0], "decode_geglu": folds[1], "decode_qk": decode_qk, "host_wait_spin_s": dev.spin_s,
         "decode_products": kern.matvec_choice(store.fmt)[1],
         "prefill_matmul": matmul,
         "prefill_attention": attention,
@@ -235,7 +237,7 @@ def cmd_bench(args) -> int:
                              portable_matmul=args.portable_matmul, portable_attention=args.portable_attention,
                              part_bytes=args.weight_part_mb << 20 if args.weight_part_mb else None,
                              norms=args.norms, geglu=args.geglu, decode_dot=args.decode_dot, burst=args.burst,
-                             decode_qk=args.decode_qk,
+                             decode_qk=args.decode_qk, host_wait=args.host_wait,
                              log=lambda s: print(s, file=sys.stderr)))
         r = results[-1]
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["profile_decode_ms"].items())[:6])
@@ -281,6 +283,9 @@ def _setup(p):
     p.add_argument("--burst", type=int, default=8,
                    help="also time greedy decode in bursts of this many steps a submit (the GPU feeds each argmax "
                         "to the next step; 1: skip). decode tok/s itself waits for every token, as llama-bench does")
+    p.add_argument("--host-wait", choices=["auto", "block"], default="auto",
+                   help="how the host waits for each submit: 'auto' polls the fence first on hardware "
+                        "(Device.SPIN_S), 'block' sleeps in vkWaitForFences at once; A/B runs")
     p.add_argument("--weight-part-mb", type=int, default=None,
                    help="upload weights in row parts of at most this many MiB (default: Engine.WEIGHT_PART_BYTES; "
                         "A/B runs of the part size)")

@@ -144,24 +144,25 @@ class KernelsBase:
     def pin(self, artifact) -> Program:
         """Use ``artifact`` for its op and axes from now on (the tuner times candidates this way)."""
         p = self.device.program(artifact, self.build_dir)
-        for small in (False, True):
-            self._cache[(artifact.op, small, tuple(sorted(artifact.axes.items())))] = p
+        for shape in self.SHAPE_CLASSES:
+            self._cache[(artifact.op, shape, tuple(sorted(artifact.axes.items())))] = p
         return p
 
     def unpin(self, op: str, **axes) -> None:
-        for small in (False, True):
-            self._cache.pop((op, small, tuple(sorted(axes.items()))), None)
+        for shape in self.SHAPE_CLASSES:
+            self._cache.pop((op, shape, tuple(sorted(axes.items()))), None)
 
-    def program(self, op: str, small: bool = False, **axes) -> Program:
+    def program(self, op: str, shape: str = "", **axes) -> Program:
         """The program of ``op`` for ``axes``: this device's tuned artifact where the build has one
-        (``small``: the one tuned for small products, configs/tuning/<device>-small.yaml, when it
-        exists), else the spec's defaults."""
-        key = (op, small, tuple(sorted(axes.items())))
+        (``shape``, a shape class of Kernels.shape_class: the one tuned for that class,
+        configs/tuning/<device>-<shape>.yaml, when it has an entry for this kernel), else the spec's
+        defaults."""
+        key = (op, shape, tuple(sorted(axes.items())))
         p = self._cache.get(key)
         if p is None:
             art = None
-            if small:
-                skey = f"{self.device.info.key}-small"
+            if shape:
+                skey = f"{self.device.info.key}-{shape}"
                 cand = self.manifest.find(op, tuning_key=skey, **axes)
                 art = cand if cand.tuning_key == skey else None
             if art is None:

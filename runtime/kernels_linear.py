@@ -75,7 +75,7 @@ class LinearOps:
             self._matvec(rec, W, act or "plain", {"x": x, "y": y})
             return y
         bucket = self.bucket(W.fmt, T)
-        prog = self.matmul_program(W.fmt, bucket, small=self.is_small(W))
+        prog = self.matmul_program(W.fmt, bucket, shape=self.shape_class(W))
         v = prog.artifact.values
         tm, tn = min(v["tile_m"], bucket), v["tile_n"]
         coop = prog.artifact.op == "matmul_coop"
@@ -167,7 +167,7 @@ class LinearOps:
         weight; plain input of q8_0/q4_0 weights on matvec_dot where matvec_choice says."""
         op = self.matvec_choice(W.fmt)[0] if input == "plain" and out in ("plain", "geglu") else "matvec"
         axes = {"format": W.fmt, "out": out} if op == "matvec_dot" else {"format": W.fmt, "input": input, "out": out}
-        prog = self.program(op, small=self.is_small(W), **axes)
+        prog = self.program(op, shape=self.shape_class(W), **axes)
         R = prog.artifact.values["rows_per_wg"] * prog.artifact.values["row_groups"]
         if out == "geglu":      # R / 2 outputs per row group: gate and up rows in equal numbers
             grids = [groups_2d(cdiv(p.rows // 2, R // 2)) for p in W.parts]
@@ -182,7 +182,7 @@ class LinearOps:
     def addnorm_fits(self, W: Weight) -> bool:
         """Whether linear_addnorm takes W: a built matvec addnorm variant whose shared vector holds W.K."""
         try:
-            prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="addnorm", out="plain")
+            prog = self.program("matvec", shape=self.shape_class(W), format=W.fmt, input="addnorm", out="plain")
         except GemforgeError:
             return False
         return W.K <= prog.artifact.values["norm_max_k"]
@@ -192,7 +192,7 @@ class LinearOps:
         residual add and the next input norm (rmsnorm add_norm) folded into the matrix-vector product,
         one dispatch instead of two. Every workgroup computes the norms itself, so this is for small
         hidden sizes only (W.K <= the variant's norm_max_k; addnorm_fits says)."""
-        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="addnorm", out="plain")
+        prog = self.program("matvec", shape=self.shape_class(W), format=W.fmt, input="addnorm", out="plain")
         kmax = prog.artifact.values["norm_max_k"]
         if W.K > kmax:
             raise GemforgeError(f"linear_addnorm '{W.name}': K = {W.K} exceeds the kernel's norm_max_k = {kmax}",
@@ -205,7 +205,7 @@ class LinearOps:
     def norm_after_fits(self, W: Weight) -> bool:
         """Whether linear_norm_after takes W: a built matvec out add_norm variant that holds W.N outputs."""
         try:
-            prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="plain", out="add_norm")
+            prog = self.program("matvec", shape=self.shape_class(W), format=W.fmt, input="plain", out="add_norm")
         except GemforgeError:
             return False
         return W.N <= prog.artifact.values["norm_max_n"]
@@ -215,7 +215,7 @@ class LinearOps:
         residual add and the next input norm (rmsnorm add_norm) computed once, by the product's last
         workgroup to finish, so the pair needs no dispatch of its own. W.N <= the variant's norm_max_n
         (norm_after_fits says)."""
-        prog = self.program("matvec", small=self.is_small(W), format=W.fmt, input="plain", out="add_norm")
+        prog = self.program("matvec", shape=self.shape_class(W), format=W.fmt, input="plain", out="add_norm")
         nmax = prog.artifact.values["norm_max_n"]
         if W.N > nmax:
             raise GemforgeError(f"linear_norm_after '{W.name}': N = {W.N} exceeds the kernel's norm_max_n = {nmax}",
@@ -230,9 +230,9 @@ class LinearOps:
     def geglu_after_fits(self, W: Weight) -> bool:
         """Whether linear_geglu_after takes W: gate and up rows in one part, and the variant built."""
         try:
-            self.program("matvec", small=self.is_small(W), format=W.fmt, input="plain", out="geglu")
+            self.program("matvec", shape=self.shape_class(W), format=W.fmt, input="plain", out="geglu")
             if self.matvec_choice(W.fmt)[0] == "matvec_dot":
-                self.program("matvec_dot", small=self.is_small(W), format=W.fmt, out="geglu")
+                self.program("matvec_dot", shape=self.shape_class(W), format=W.fmt, out="geglu")
         except GemforgeError:
             return False
         return len(W.parts) == 1 and W.N % 2 == 0
@@ -297,20 +297,32 @@ class LinearOps:
         buckets = self.buckets(fmt)
         return self.matmul_choice(fmt, buckets[-1])[1] if buckets else f"no prefill kernels built for {fmt}"
 
-    def matmul_program(self, fmt: str, bucket: int, small: bool = False):
+    def matmul_program(self, fmt: str, bucket: int, shape: str = ""):
         op, _ = self.matmul_choice(fmt, bucket)
-        return self.program(op, small=small, format=fmt, bucket=bucket)
+        return self.program(op, shape=shape, format=fmt, bucket=bucket)
 
-    # A product is "small" (runs the parameters of configs/tuning/<device>-small.yaml where there is
-    # such a file) when its weight has at most SMALL_ELEMENTS elements: on the H200 the tiles tuned
-    # for the 4B/27B shapes leave the 270M's matrices with too few workgroups.
+    # Shape classes: a product runs the parameters of configs/tuning/<device>-<class>.yaml where there
+    # is such a file with an entry for its kernel, else the device's main file.
+    #   small: at most SMALL_ELEMENTS weights (on the H200 the tiles tuned for the 4B/27B shapes leave the
+    #          270M's matrices with too few workgroups);
+    #   long:  K at least LONG_RATIO times N (the down projections: few rows of many chunks; on the H200
+    #          their matrix-vector products want more threads on a row than the wide q/k/v, o and
+    #          gate/up products, whose rows are short);
+    #   ""     every other product.
     SMALL_ELEMENTS = 4 << 20
+    LONG_RATIO = 2
+    SHAPE_CLASSES = ("small", "long", "")
+
+    def shape_class(self, W: Weight) -> str:
+        return self.shape_class_of(W.N, W.K)
+
+    def shape_class_of(self, N: int, K: int) -> str:
+        if N * K <= self.SMALL_ELEMENTS:
+            return "small"
+        return "long" if K >= self.LONG_RATIO * N else ""
 
     def is_small(self, W: Weight) -> bool:
-        return self.small_shape(W.N, W.K)
-
-    def small_shape(self, N: int, K: int) -> bool:
-        return N * K <= self.SMALL_ELEMENTS
+        return self.shape_class(W) == "small"
 
     # -- embedding ------------------------------------------------------------------------------
     def embed(self, rec: Recording, table: Weight, ids, out, T: int, scale: float) -> None:

@@ -36,7 +36,8 @@ EXAMPLES = """examples:
   gemforge tune --op matvec --model 270m,4b,27b --weights q8_0,q4_0
   gemforge tune --op matmul --model 270m,4b --weights q8_0
   gemforge tune --op matvec --out /tmp/h200.yaml --redo
-  gemforge tune --op matmul_coop --model 270m,1b --size-class small     # -> configs/tuning/<device>-small.yaml"""
+  gemforge tune --op matmul_coop --model 270m,1b --size-class small     # -> configs/tuning/<device>-small.yaml
+  gemforge tune --op matvec_dot --model 4b,12b,27b --size-class long     # -> configs/tuning/<device>-long.yaml"""
 
 
 def matvec_shapes(cfg) -> list[tuple[int, int, int]]:
@@ -52,9 +53,14 @@ def _random_weight(device, fmt, N, K, rng):
     return upload_packed_weight(device, random_packed(fmt, N, K, rng), fmt, N, K, f"tune {N}x{K}")
 
 
-def _time(device, k, W, x, y, reps: int, T: int) -> float:
-    """Steady-state GPU seconds of one linear call (a call may be several dispatches: split K + its sum)."""
-    return device.time_call(lambda rec: k.linear(rec, W, x, y, T), reps, "tune")
+def _times(device, k, weights, x, y, reps: int, T: int, warm_s: float) -> list[float]:
+    """Steady-state GPU seconds of one linear call on each weight (a call may be several dispatches: split K
+    + its sum), timed as a model step runs them: all weights in turn, ``reps`` times over, in one recording,
+    after ``warm_s`` seconds of it (clocks up); the fastest of three timed submits. Timed one shape at a
+    time instead (short recordings between host work), candidates on the H200 drifted by up to 7x with
+    the order they were timed in."""
+    calls = [lambda rec, W=W: k.linear(rec, W, x, y, T) for W, *_ in weights]
+    return device.time_calls(calls, reps, "tune", warm_s=warm_s, rounds=3)
 
 
 def _check(device, k, op, axes, T, rng, tol: float) -> None:
@@ -101,7 +107,7 @@ def cmd_tune(args) -> int:
         if chosen != "matmul_coop":
             raise GemforgeError(f"--op matmul_coop: {why}")
     man = mf.load(build_dir())
-    suffix = "-small" if args.size_class == "small" else ""
+    suffix = f"-{args.size_class}" if args.size_class in ("small", "long") else ""
     out = Path(args.out) if args.out else configs_dir() / "tuning" / f"{dev.info.key}{suffix}.yaml"
     text = out.read_text() if out.is_file() else ""
     doc = yaml.safe_load(text) if text else None
@@ -112,13 +118,15 @@ def cmd_tune(args) -> int:
     results = doc.setdefault("measured", {})
     models = [model_config(m) for m in args.model.split(",")]
     shapes = [s for cfg in models for s in matvec_shapes(cfg)]
-    if args.size_class != "all":   # the products the file will serve (Kernels.is_small)
-        shapes = [s for s in shapes if k.small_shape(s[0], s[1]) == (args.size_class == "small")]
+    if args.size_class != "all":   # the products the file will serve (Kernels.shape_class)
+        want = {"large": ""}.get(args.size_class, args.size_class)
+        shapes = [s for s in shapes if k.shape_class_of(s[0], s[1]) == want]
     if T > 1:   # prefill: the output head runs for the last row only, so it is not a matmul shape
         shapes = [s for s in shapes if s[0] not in {cfg.vocab for cfg in models}]
     if not shapes:
         raise GemforgeError(f"--size-class {args.size_class}: no {args.op} shape of {args.model} is in that class",
-                            f"small means at most {k.SMALL_ELEMENTS} weights (N x K); pick other models")
+                            f"small means at most {k.SMALL_ELEMENTS} weights (N x K), long K >= {k.LONG_RATIO} N, "
+                            "large the others; pick other models")
     rng = np.random.default_rng(0)
     print(f"tune: {args.op} on {dev.info.describe()}, {len(shapes)} shapes from {args.model} "
           f"(size class {args.size_class}) -> {out}", file=sys.stderr)
@@ -149,7 +157,8 @@ def cmd_tune(args) -> int:
                 print(f"  {art.name}: dropped ({e.message})", file=sys.stderr)
                 continue
             _check(dev, k, op, axes, check_T, rng, tol)
-            per_token = sum(n * _time(dev, k, W, x, y, args.reps, T) for W, N, K, n in weights) / T
+            per_token = sum(n * t for (W, N, K, n), t in zip(weights, _times(dev, k, weights, x, y, args.reps, T,
+                                                                             args.warm_ms / 1e3))) / T
             scores[art.name] = (per_token, art)
             if not bar.enabled:
                 print(f"  [{i + 1}/{len(cands) + 1}] {art.name}: {1e3 * per_token:.4f} ms of {op} per token",
@@ -193,12 +202,16 @@ def _setup(p):
     p.add_argument("--model", default="270m,1b,4b,12b,27b", help="models whose shapes are timed (comma-separated)")
     p.add_argument("--weights", default="q8_0,q4_0,f16", help="weight formats to tune (comma-separated)")
     p.add_argument("--reps", type=int, default=10, help="timed dispatches per shape")
+    p.add_argument("--warm-ms", type=float, default=50.0,
+                   help="milliseconds of each candidate's calls before timing them (default 50: an idle GPU "
+                        "starts at low clocks)")
     p.add_argument("--device", type=int, default=None)
     p.add_argument("--out", help="tuning file (default configs/tuning/<device-key>.yaml)")
     p.add_argument("--redo", action="store_true", help="sweep formats already in the file again")
-    p.add_argument("--size-class", choices=["all", "small", "large"], default="all",
-                   help="time only the small products (<= 4M weights; writes configs/tuning/<device>-small.yaml) "
-                        "or only the large ones (writes <device>.yaml); default all, into <device>.yaml")
+    p.add_argument("--size-class", choices=["all", "small", "long", "large"], default="all",
+                   help="time only the small products (<= 4M weights; writes configs/tuning/<device>-small.yaml), "
+                        "the long ones (K >= 2 N, the down projections; <device>-long.yaml) or the others "
+                        "(<device>.yaml); default all, into <device>.yaml")
 
 
 register("tune", "sweep an op's tuning space on this device and write configs/tuning/<device>.yaml", _setup, cmd_tune,

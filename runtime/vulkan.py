@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import struct
+import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -514,6 +515,19 @@ class Recording:
         return self
 
     def wait(self) -> None:
+        """Until the last submit has run: first polling the fence for up to the device's ``spin_s`` seconds
+        (a blocked thread is woken some tens of microseconds after the GPU finishes, which a decode step
+        of a small model pays every token), then blocking."""
+        spin = self.device.spin_s
+        if spin > 0:
+            status, d, fence = vk.lib.vkGetFenceStatus, self.device.handle, self._fence
+            end = time.perf_counter() + spin
+            while True:
+                r = status(d, fence)
+                if r == vk.VK_SUCCESS:
+                    return
+                if r != vk.VK_NOT_READY or time.perf_counter() > end:
+                    break               # an error is reported by the blocking wait below
         _vkcall("vkWaitForFences", vk.vkWaitForFences, self.device.handle, 1, [self._fence], vk.VK_TRUE,
                 2**63 - 1, device_name=self.device.info.name)
 
@@ -540,17 +554,6 @@ class Recording:
             prev_end = ts[2 * i + 1]
         return res
 
-    def per_call(self, calls: int) -> float:
-        """GPU seconds per call of a recording made of ``calls`` identical calls (each one or more
-        dispatches): the span from the end of the first call to the end of the last, over calls - 1.
-        Steady state, barriers included, free of the first dispatch's start latency."""
-        if not self.timestamps or calls < 2 or len(self.names) % calls:
-            raise GemforgeError(f"per_call needs a timestamped recording of >= 2 equal calls "
-                                f"({len(self.names)} dispatches, {calls} calls)")
-        ends = self._timestamps()[1::2]
-        d = len(self.names) // calls
-        return float(ends[-1] - ends[d - 1]) / (calls - 1)
-
     def destroy(self) -> None:
         if self.cmd is None:
             return
@@ -568,8 +571,13 @@ class Recording:
 class Device:
     """A logical Vulkan device with one compute queue."""
 
+    # Seconds a wait for the GPU polls before it blocks (Recording.wait), on hardware; a software
+    # device's work runs on this machine's cores, where polling would take one from it: 0 there.
+    SPIN_S = 0.02
+
     def __init__(self, index: int | None = None, require_hardware: bool = False, cache_dir: Path | None = None):
         self.info = choose_device(index, require_hardware)
+        self.spin_s = 0.0 if self.info.is_software else self.SPIN_S
         inst = _instance()
         self.physical = vk.vkEnumeratePhysicalDevices(inst)[self.info.index]
         fams = vk.vkGetPhysicalDeviceQueueFamilyProperties(self.physical)
@@ -715,17 +723,43 @@ class Device:
     def record(self, timestamps: bool = False, label: str = "") -> Recording:
         return Recording(self, timestamps=timestamps, label=label)
 
-    def time_call(self, call, reps: int, label: str = "timed") -> float:
-        """GPU seconds per call in the steady state: ``call(rec)`` recorded ``reps`` times into one
-        timestamped recording, submitted once to warm up and once to time (Recording.per_call: a call may
-        be several dispatches, and the first dispatch's start latency is left out)."""
+    def time_call(self, call, reps: int, label: str = "timed", warm_s: float = 0.0, rounds: int = 1) -> float:
+        """GPU seconds per call of ``call(rec)`` in the steady state (time_calls of one call)."""
+        return self.time_calls([call], reps, label, warm_s, rounds)[0]
+
+    def time_calls(self, calls, reps: int, label: str = "timed", warm_s: float = 0.0,
+                   rounds: int = 1) -> list[float]:
+        """GPU seconds per call of each of ``calls`` (each ``call(rec)`` records one or more dispatches) in
+        the steady state, recorded as a model step runs its products: every call in turn, ``reps`` times
+        over, in one timestamped recording. A call's time is the span from the end of the dispatch before
+        it to the end of its own (barrier included, the recording's first start latency left out). The
+        recording is submitted to warm up (again and again for ``warm_s`` seconds: a GPU that idled while
+        the host worked runs its first milliseconds at low clocks) and then ``rounds`` times to time; each
+        call keeps its fastest round."""
+        if reps < 2 or not calls:
+            raise GemforgeError(f"time_calls needs calls recorded >= 2 times each ({len(calls)} calls x {reps} reps)")
         rec = self.record(timestamps=True, label=label)
         try:
+            spans = []                       # (call, its first dispatch, one past its last)
             for _ in range(reps):
-                call(rec)
+                for i, call in enumerate(calls):
+                    first = len(rec.names)
+                    call(rec)
+                    spans.append((i, first, len(rec.names)))
+            end = time.perf_counter() + warm_s
             rec.submit()
-            rec.submit()
-            return rec.per_call(reps)
+            while time.perf_counter() < end:
+                rec.submit()
+            best = [float("inf")] * len(calls)
+            for _ in range(max(1, rounds)):
+                rec.submit()
+                ends = rec._timestamps()[1::2]
+                total, count = [0.0] * len(calls), [0] * len(calls)
+                for i, first, stop in spans[1:]:
+                    total[i] += float(ends[stop - 1] - ends[first - 1])
+                    count[i] += 1
+                best = [min(b, t / c) if c else b for b, t, c in zip(best, total, count)]
+            return best
         finally:
             rec.destroy()
 

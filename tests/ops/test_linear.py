@@ -67,7 +67,7 @@ def splits_of(kernels, W, T: int) -> int:
     """The K splits linear gives W at T rows on the cooperative-matrix matmul (Kernels.k_splits with the
     variant's values: the device's cost model where its tuning file has one)."""
     bucket = min(b for b in BUCKETS if b >= T)
-    v = kernels.matmul_program(W.fmt, bucket, small=kernels.is_small(W)).artifact.values
+    v = kernels.matmul_program(W.fmt, bucket, shape=kernels.shape_class(W)).artifact.values
     tm, tn = min(v["tile_m"], bucket), v["tile_n"]
     tiles = -(-W.N // tn) * -(-T // tm)
     s = kernels.k_splits(tiles, W.K, v["tile_k"], T, W.N, v.get("resident_groups", 0), v.get("split_step_bytes", 0))[0]
@@ -240,28 +240,32 @@ def test_too_small_buffers_are_an_error(device, kernels, rng):
 
 
 
-def test_small_products_use_the_small_tuning(device, build):
-    """configs/tuning/<device>-small.yaml: products of at most SMALL_ELEMENTS weights run its artifact,
-    larger ones the device's main tuning (here a build whose only small-tuned artifact is a relabelled
-    default matvec_f32, so the choice is visible by tuning key)."""
+def test_shape_classes_use_their_tuning(device, build):
+    """configs/tuning/<device>-<class>.yaml: products of at most SMALL_ELEMENTS weights run the small
+    file's artifact, products whose K is at least LONG_RATIO times N the long file's, the others the
+    device's main tuning (here a build whose only class-tuned artifacts are relabelled default
+    matvec_f32s, so the choice is visible by tuning key)."""
     import dataclasses
 
     from gemforge.gen import manifest as mf
     from gemforge.runtime.kernels import Kernels
     man = mf.load(build)
     base = man.find("matvec", tuning_key=device.info.key, format="f32", input="plain", out="plain")
-    skey = f"{device.info.key}-small"
-    man.artifacts["matvec_f32@small"] = dataclasses.replace(base, name="matvec_f32@small", tuning_key=skey)
+    for cls in ("small", "long"):
+        man.artifacts[f"matvec_f32@{cls}"] = dataclasses.replace(base, name=f"matvec_f32@{cls}",
+                                                                 tuning_key=f"{device.info.key}-{cls}")
     k = Kernels(device, build, manifest=man)
     rng = np.random.default_rng(3)
-    for N, K, want in ((64, 96, skey), (k.SMALL_ELEMENTS // 1024 + 1, 1024, base.tuning_key)):
+    big = k.SMALL_ELEMENTS // 1024 + 1
+    for N, K, cls in ((64, 96, "small"), (big, 1024, ""), (1024, 4104, "long"), (2100, 2100, "")):
+        assert k.shape_class_of(N, K) == cls, (N, K)
+        want = f"{device.info.key}-{cls}" if cls else base.tuning_key
         w = rng.standard_normal((N, K)).astype(np.float32)
         W = upload_weight(device, w, "f32", "w")
-        assert k.is_small(W) == (want == skey)
         x = rng.standard_normal((1, K)).astype(np.float32)
         y = device.buffer(4 * N)
         rec = device.record()
         k.linear(rec, W, device.upload(x), y, 1)
         rec.submit()
-        assert k.program("matvec", small=k.is_small(W), format="f32", input="plain", out="plain").artifact.tuning_key == want
+        assert k.program("matvec", shape=k.shape_class(W), format="f32", input="plain", out="plain").artifact.tuning_key == want
         assert_close(y.read(np.float32, N)[None], ref.linear(x, w), tolerance("f32", 1), f"matvec {N}x{K}")

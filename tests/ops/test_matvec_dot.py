@@ -17,7 +17,8 @@ from gemforge.runtime import formats, paths
 from gemforge.runtime import reference as ref
 from gemforge.runtime.errors import GemforgeError
 from gemforge.runtime.kernels import row_words, upload_weight
-from tests.conftest import SENTINEL, assert_close, dispatch_names
+from gemforge.gen.build import candidate_key
+from tests.conftest import SENTINEL, assert_close, candidate, candidate_kernels, dispatch_names
 from tests.ops.test_matvec_after import run_geglu_after
 
 TOL = load_spec(paths.configs_dir() / "ops" / "matvec_dot.yaml").tolerance
@@ -74,7 +75,7 @@ def test_matvec_dot(device, dot_kernels, rng, fmt, N, K):
     W = upload_weight(device, w, fmt, "w")
     y, names = run(device, dot_kernels, W, x)
     assert names == [f"matvec_dot_{fmt}"]
-    terms = dot_kernels.program("matvec_dot", small=dot_kernels.is_small(W), format=fmt, out="plain").artifact.values["x_terms"]
+    terms = dot_kernels.program("matvec_dot", shape=dot_kernels.shape_class(W), format=fmt, out="plain").artifact.values["x_terms"]
     assert_close(y, emulate(x, w, fmt, terms), 2e-5, f"matvec_dot {fmt} {N}x{K} vs its emulation")
     want = ref.linear(x[None], formats.quantize_roundtrip(w, fmt))[0]
     assert_close(y, want, TOL[fmt], f"matvec_dot {fmt} {N}x{K} vs the fp32 product")
@@ -102,6 +103,45 @@ def test_matvec_dot_geglu_after(device, dot_kernels, rng, fmt):
     y, names = run_geglu_after(device, dot_kernels, W, x)
     assert names == [f"matvec_dot_{fmt}_to_geglu"]
     assert_close(y, ref.geglu(emulate(x, w, fmt)[None])[0], 1e-4, f"matvec_dot geglu {fmt} vs its emulation")
+
+
+# tuning points off the shipped entries: (wg_size, rows_per_wg, unroll, row_groups)
+POINTS = [(64, 16, 1, 1), (64, 4, 2, 2), (32, 2, 4, 1), (128, 8, 1, 4)]
+
+
+def point(p) -> dict:
+    wg, rows, unroll, groups = p
+    return {"wg_size": wg, "rows_per_wg": rows, "unroll": unroll, "row_groups": groups}
+
+
+@pytest.fixture(scope="module")
+def point_kernels(device, tmp_path_factory):
+    if "int_dot" not in device.info.features:
+        pytest.skip(f"{device.info.name} has no integer dot product (VK_KHR_shader_integer_dot_product)")
+    k = candidate_kernels(device, tmp_path_factory.mktemp("matvec-dot-points"), "matvec_dot",
+                          [{"out": "plain", **point(p)} for p in POINTS])
+    k.decode_dot = "int8"
+    return k
+
+
+@pytest.mark.parametrize("p", POINTS, ids=lambda p: "wg{}-r{}-u{}-g{}".format(*p))
+@pytest.mark.parametrize("fmt", FMTS)
+def test_matvec_dot_points(device, point_kernels, rng, fmt, p):
+    """Each point matches the emulation of its x rounding, on partial chunks and rows past N."""
+    name = f"matvec_dot_{fmt}@{candidate_key(point(p))}"
+    art = candidate(point_kernels, name, f"matvec_dot:format={fmt},out=plain,...")
+    point_kernels.pin(art)
+    try:
+        for N, K in ((37, 1000), (9, 5376)):
+            x = rng.uniform(-3, 3, K).astype(np.float32)
+            x[CHUNK[fmt]:2 * CHUNK[fmt]] = 0.0
+            w = (rng.standard_normal((N, K)) * 0.05).astype(np.float32)
+            W = upload_weight(device, w, fmt, "w")
+            y, names = run(device, point_kernels, W, x)
+            assert names == [f"matvec_dot_{fmt}"]
+            assert_close(y, emulate(x, w, fmt, art.values["x_terms"]), 2e-5, f"{name} {N}x{K} vs its emulation")
+    finally:
+        point_kernels.unpin("matvec_dot", format=fmt, out="plain")
 
 
 def test_choice_says_why(device, kernels):

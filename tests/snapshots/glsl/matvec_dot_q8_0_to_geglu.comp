@@ -165,9 +165,13 @@ void product() {
             }
             uint xq[XV], xr[XV];
             const float dx = x_quant(xv, xq, xr);
+            const float dxs = dx * (1.0 / 254.0);   // the two terms meet in one integer: 254 xq + xr
             [[unroll]] for (uint i = 0u; i < R; i++) {
                 const ivec2 d = w_idot(qs[u][i], xq, xr);
-                acc[i] += (float(d.x) + float(d.y) * (1.0 / 254.0)) * (dx * w_scale(rw[i], c, pc.rows, Kp));
+                // one conversion per row and chunk: exact below 2^24 (q4_0 at most 254 * 8 * 127 * 32
+                // plus the second term; q8_0's extremes may round in the last bit)
+                const int di = 254 * d.x + d.y;
+                acc[i] += float(di) * (dxs * w_scale(rw[i], c, pc.rows, Kp));
             }
         }
     }
