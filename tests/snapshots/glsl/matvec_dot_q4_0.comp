@@ -149,17 +149,13 @@ void product() {
             }
             uint xq[XV], xr[XV];
             const float dx = x_quant(xv, xq, xr);
-            int xsum8 = 0;                      // 8 times the sum of x's integer terms: the nibbles' offset
-            [[unroll]] for (uint j = 0u; j < XV; j++) {
-                xsum8 += 254 * sdot4(xq[j], 0x08080808u) + sdot4(xr[j], 0x08080808u);
-            }
-            const float dxs = dx * (1.0 / 254.0);   // the two terms meet in one integer: 254 xq + xr
+            // q4_0: both terms converted apart (summed in one integer first, as q8_0 does, the 27B's
+            // down product ran 10 % slower on the H200: 2.20 against 1.99 ms per token)
+            ivec2 xsum8 = ivec2(0);             // 8 times the sums of xq and xr: the nibbles' offset
+            [[unroll]] for (uint j = 0u; j < XV; j++) xsum8 += ivec2(sdot4(xq[j], 0x08080808u), sdot4(xr[j], 0x08080808u));
             [[unroll]] for (uint i = 0u; i < R; i++) {
-                const ivec2 d = w_idot(qs[u][i], xq, xr);
-                // one conversion per row and chunk: exact below 2^24 (q4_0 at most 254 * 8 * 127 * 32
-                // plus the second term; q8_0's extremes may round in the last bit)
-                const int di = 254 * d.x + d.y - xsum8;
-                acc[i] += float(di) * (dxs * w_scale(rw[i], c, pc.rows, Kp));
+                const ivec2 d = w_idot(qs[u][i], xq, xr) - xsum8;
+                acc[i] += (float(d.x) + float(d.y) * (1.0 / 254.0)) * (dx * w_scale(rw[i], c, pc.rows, Kp));
             }
         }
     }

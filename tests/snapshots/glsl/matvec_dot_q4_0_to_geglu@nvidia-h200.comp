@@ -52,13 +52,13 @@ float w_scale(uint r, uint c, uint rows, uint Kp) {
 // matvec_dot (configs/ops/matvec_dot.yaml renders this template): the same layout on the integer dot
 // product. Each thread rounds its chunk's x to int8 in 2 term(s) once for all its rows
 // (x_quant); per row and chunk, w_idot sums int8 x times the raw quants, scaled in fp32 by both scales.
-layout(local_size_x = 64) in;
+layout(local_size_x = 128) in;
 layout(std430, set = 0, binding = 1) restrict readonly buffer B_x { vec4 x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B_x1 { float x1[]; };
 layout(std430, set = 0, binding = 2) restrict buffer B_y { float y[]; };
 layout(push_constant) uniform PushConstants { uint K; uint rows; uint row0; float eps; uint N; uint groups; } pc;
 
-const uint WG = 64u;
+const uint WG = 128u;
 const uint NG = 1u;
 const uint GT = WG / NG;    // threads per row group
 const uint R = 16u;
@@ -167,17 +167,13 @@ void product() {
             }
             uint xq[XV], xr[XV];
             const float dx = x_quant(xv, xq, xr);
-            int xsum8 = 0;                      // 8 times the sum of x's integer terms: the nibbles' offset
-            [[unroll]] for (uint j = 0u; j < XV; j++) {
-                xsum8 += 254 * sdot4(xq[j], 0x08080808u) + sdot4(xr[j], 0x08080808u);
-            }
-            const float dxs = dx * (1.0 / 254.0);   // the two terms meet in one integer: 254 xq + xr
+            // q4_0: both terms converted apart (summed in one integer first, as q8_0 does, the 27B's
+            // down product ran 10 % slower on the H200: 2.20 against 1.99 ms per token)
+            ivec2 xsum8 = ivec2(0);             // 8 times the sums of xq and xr: the nibbles' offset
+            [[unroll]] for (uint j = 0u; j < XV; j++) xsum8 += ivec2(sdot4(xq[j], 0x08080808u), sdot4(xr[j], 0x08080808u));
             [[unroll]] for (uint i = 0u; i < R; i++) {
-                const ivec2 d = w_idot(qs[u][i], xq, xr);
-                // one conversion per row and chunk: exact below 2^24 (q4_0 at most 254 * 8 * 127 * 32
-                // plus the second term; q8_0's extremes may round in the last bit)
-                const int di = 254 * d.x + d.y - xsum8;
-                acc[i] += float(di) * (dxs * w_scale(rw[i], c, pc.rows, Kp));
+                const ivec2 d = w_idot(qs[u][i], xq, xr) - xsum8;
+                acc[i] += (float(d.x) + float(d.y) * (1.0 / 254.0)) * (dx * w_scale(rw[i], c, pc.rows, Kp));
             }
         }
     }

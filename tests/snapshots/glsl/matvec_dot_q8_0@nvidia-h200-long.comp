@@ -150,8 +150,8 @@ void product() {
             const float dxs = dx * (1.0 / 254.0);   // the two terms meet in one integer: 254 xq + xr
             [[unroll]] for (uint i = 0u; i < R; i++) {
                 const ivec2 d = w_idot(qs[u][i], xq, xr);
-                // one conversion per row and chunk: exact below 2^24 (q4_0 at most 254 * 8 * 127 * 32
-                // plus the second term; q8_0's extremes may round in the last bit)
+                // one conversion per row and chunk (|254 xq + xr| * 127 * 16 may pass 2^24: rounded in
+                // the last bit there)
                 const int di = 254 * d.x + d.y;
                 acc[i] += float(di) * (dxs * w_scale(rw[i], c, pc.rows, Kp));
             }
