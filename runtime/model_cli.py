@@ -38,9 +38,9 @@ def add_sampling_args(p, max_tokens=256):
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1.0)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     p.add_argument("--stop", action="append", default=[], help="stop when this string appears (repeatable)")
-    p.add_argument("--burst", type=int, default=8,
+    p.add_argument("--burst", type=int, default=None,
                    help="greedy decoding: steps per submit, the GPU feeding each token to the next step "
-                        "(default 8; 1 = wait for every token)")
+                        "(default Model.burst, 8; 1 = wait for every token)")
 
 
 def sampling_kwargs(args) -> dict:
@@ -55,7 +55,8 @@ def load_model(args):
         check_burst(burst, "--burst")
     model = Model.load(args.model, args.weights, device=args.device, require_hardware=args.require_hardware,
                        context=args.context, placement=args.placement)
-    model.burst = burst or model.burst
+    if burst is not None:
+        model.burst = burst
     return model
 
 

@@ -61,6 +61,22 @@ def _vkcall(what: str, fn, *args, device_name: str = "", size: int | None = None
 FULL_BARRIERS = os.environ.get("GEMFORGE_FULL_BARRIERS", "") not in ("", "0")
 
 
+def spin_seconds(info: "DeviceInfo") -> float:
+    """How long a wait polls before it blocks (Device.SPIN_S on hardware, 0 on a software device), or
+    GEMFORGE_SPIN_MS where set (0: block at once, e.g. to spare a laptop's battery)."""
+    text = os.environ.get("GEMFORGE_SPIN_MS")
+    if text is None:
+        return 0.0 if info.is_software else Device.SPIN_S
+    try:
+        ms = float(text)
+    except ValueError:
+        ms = -1.0
+    if not 0.0 <= ms <= 1e4:
+        raise GemforgeError(f"GEMFORGE_SPIN_MS={text!r} is not a number of milliseconds in 0..10000",
+                            "unset it (poll 20 ms on hardware), or set 0 to block at once")
+    return ms / 1e3
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     index: int
@@ -577,7 +593,7 @@ class Device:
 
     def __init__(self, index: int | None = None, require_hardware: bool = False, cache_dir: Path | None = None):
         self.info = choose_device(index, require_hardware)
-        self.spin_s = 0.0 if self.info.is_software else self.SPIN_S
+        self.spin_s = spin_seconds(self.info)
         inst = _instance()
         self.physical = vk.vkEnumeratePhysicalDevices(inst)[self.info.index]
         fams = vk.vkGetPhysicalDeviceQueueFamilyProperties(self.physical)

@@ -1,11 +1,9 @@
 """`gemforge tune` on this machine's device: a real sweep of matvec's tuning space over the 270M's small
-products (each candidate checked against numpy, then timed), written as a size-class tuning file; and
-Device.time_calls, which times the candidates."""
+products (each candidate checked against numpy, then timed), written as a size-class tuning file."""
 from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 import yaml
 
@@ -75,18 +73,3 @@ def test_tune_matvec_dot(device, tmp_path, monkeypatch):
     assert entries["matvec_dot_q4_0"] == m["params"] and m["candidates"] == 13     # the default and 12 candidates
     assert m["best_ms_per_token"] <= m["default_ms_per_token"]
 
-
-def test_time_calls_times_each_call_in_turn(device, rng):
-    """Device.time_calls: one time per call, from the same recording (calls interleaved as in a model step);
-    each is a positive number of seconds, and fewer than two recordings of each call is refused."""
-    from gemforge.runtime.errors import GemforgeError
-    from gemforge.runtime.kernels import Kernels, upload_weight
-    k = Kernels(device)
-    Ws = [upload_weight(device, rng.standard_normal((N, 256)).astype(np.float32), "f32", f"w{N}") for N in (64, 512)]
-    x, y = device.upload(rng.standard_normal(256).astype(np.float32)), device.buffer(4 * 512)
-    calls = [lambda rec, W=W: k.linear(rec, W, x, y, 1) for W in Ws]
-    ts = device.time_calls(calls, 3, "test", warm_s=0.0, rounds=2)
-    assert len(ts) == 2 and all(0 < t < 1 for t in ts)
-    assert 0 < device.time_call(calls[0], 2) < 1
-    with pytest.raises(GemforgeError, match="time_calls needs"):
-        device.time_calls(calls, 1)
