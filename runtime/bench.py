@@ -285,7 +285,7 @@ def _setup(p):
                         "to the next step; 1: skip). decode tok/s itself waits for every token, as llama-bench does")
     p.add_argument("--host-wait", choices=["auto", "block"], default="auto",
                    help="how the host waits for each submit: 'auto' polls the fence first on hardware "
-                        "(Device.SPIN_S), 'block' sleeps in vkWaitForFences at once; A/B runs")
+                        "(Device.SPIN_S, or GEMFORGE_SPIN_MS), 'block' sleeps in vkWaitForFences at once; A/B runs")
     p.add_argument("--weight-part-mb", type=int, default=None,
                    help="upload weights in row parts of at most this many MiB (default: Engine.WEIGHT_PART_BYTES; "
                         "A/B runs of the part size)")

@@ -305,9 +305,9 @@ class LinearOps:
     # is such a file with an entry for its kernel, else the device's main file.
     #   small: at most SMALL_ELEMENTS weights (on the H200 the tiles tuned for the 4B/27B shapes leave the
     #          270M's matrices with too few workgroups);
-    #   long:  K at least LONG_RATIO times N (the down projections: few rows of many chunks; on the H200
-    #          their matrix-vector products want more threads on a row than the wide q/k/v, o and
-    #          gate/up products, whose rows are short);
+    #   long:  K at least LONG_RATIO times N (the down projections: few rows of many chunks, so few
+    #          workgroups; on the H200 their best matrix-vector layout differs from the wide q/k/v, o
+    #          and gate/up products': q8_0 16 rows a group of 128 threads against 8);
     #   ""     every other product.
     SMALL_ELEMENTS = 4 << 20
     LONG_RATIO = 2
