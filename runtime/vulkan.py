@@ -771,10 +771,10 @@ class Device:
                 rec.submit()
                 ends = rec._timestamps()[1::2]
                 total, count = [0.0] * len(calls), [0] * len(calls)
-                for i, first, stop in spans[1:]:
+                for i, first, stop in spans[1:]:    # every call is timed >= once: reps >= 2
                     total[i] += float(ends[stop - 1] - ends[first - 1])
                     count[i] += 1
-                best = [min(b, t / c) if c else b for b, t, c in zip(best, total, count)]
+                best = [min(b, t / c) for b, t, c in zip(best, total, count)]
             return best
         finally:
             rec.destroy()
